@@ -1,0 +1,6 @@
+"""TFP bijectors for the paper's flows; no Keras here, so a TFP user can take one alone."""
+
+from tfnf.bijectors.planar import Planar
+from tfnf.bijectors.radial import Radial
+
+__all__ = ["Planar", "Radial"]

@@ -1,0 +1,25 @@
+"""Argument checks shared by the tfnf bijectors, in TFP's style."""
+
+import tensorflow as tf
+from tensorflow_probability.python.internal import assert_util, tensor_util
+
+
+def check_event_shapes(owner: str, **vectors) -> None:
+    """Raise ValueError unless every vector parameter is [..., D] with one common, static-compatible D."""
+    sizes = {}
+    for name, v in vectors.items():
+        shape = tf.TensorShape(v.shape)
+        if shape.rank is not None and shape.rank < 1:
+            raise ValueError(f"{owner}: `{name}` must have shape [..., D] (rank >= 1), got shape {shape}.")
+        sizes[name] = shape[-1:] if shape.rank is not None else tf.TensorShape([None])
+    first, first_size = next(iter(sizes.items()))
+    for name, size in sizes.items():
+        if not size.is_compatible_with(first_size):
+            raise ValueError(f"{owner}: `{first}` and `{name}` must share the event size D, "
+                             f"got last dimensions {first_size} and {size}.")
+
+
+def finiteness_checks(owner: str, is_init: bool, **params) -> list:
+    """Assertions that each parameter is finite (TFP's `_parameter_control_dependencies` protocol)."""
+    return [assert_util.assert_all_finite(p, message=f"{owner}: parameter `{name}` must be finite.")
+            for name, p in params.items() if is_init != tensor_util.is_ref(p)]
