@@ -1,7 +1,8 @@
 """Argument checks shared by the tfnf bijectors, in TFP's style."""
 
+import numpy as np
 import tensorflow as tf
-from tensorflow_probability.python.internal import assert_util, tensor_util
+from tensorflow_probability.python.internal import tensor_util
 
 
 def check_event_shapes(owner: str, **vectors) -> None:
@@ -20,6 +21,20 @@ def check_event_shapes(owner: str, **vectors) -> None:
 
 
 def finiteness_checks(owner: str, is_init: bool, **params) -> list:
-    """Assertions that each parameter is finite (TFP's `_parameter_control_dependencies` protocol)."""
-    return [assert_util.assert_all_finite(p, message=f"{owner}: parameter `{name}` must be finite.")
-            for name, p in params.items() if is_init != tensor_util.is_ref(p)]
+    """Check each parameter is finite (TFP's `_parameter_control_dependencies` protocol).
+
+    A value known now is checked now (ValueError); one known only when the graph
+    runs, a variable read inside `tf.function`, gets an assertion op.
+    """
+    checks = []
+    for name, p in params.items():
+        if is_init == tensor_util.is_ref(p):
+            continue
+        message = f"{owner}: parameter `{name}` must be finite."
+        p = tf.convert_to_tensor(p)
+        value = tf.get_static_value(p)
+        if value is None:
+            checks.append(tf.debugging.assert_all_finite(p, message))
+        elif not np.all(np.isfinite(value)):
+            raise ValueError(message)
+    return checks

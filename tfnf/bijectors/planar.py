@@ -50,20 +50,25 @@ def constrain_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     return u + (tf.math.softplus(wu) - 1.0 - wu) * w / safe_w_sq
 
 
-def _log_det(a: tf.Tensor, wu: tf.Tensor) -> tf.Tensor:
-    """log(1 + m(wu) tanh'(a)) (eq. 12), written as log(tanh^2 a + sech^2 a * softplus(wu)).
+def one_plus_w_u_hat(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """1 + w.u_hat = softplus(w.u) > 0 in closed form (1 where w = 0). u, w: [..., D] -> [...]."""
+    return tf.where(_dot(w, w) > 0, tf.math.softplus(_dot(w, u)), tf.ones_like(w[..., 0]))
+
+
+def _log_det(a: tf.Tensor, one_plus_m: tf.Tensor) -> tf.Tensor:
+    """log(1 + m tanh'(a)) with m = w.u_hat (eq. 12), as log(tanh^2 a + sech^2 a (1 + m)).
 
     Both terms are non-negative, so nothing cancels when w.u_hat is close to -1.
 
     Arguments:
         a: [...] pre-activation w.z + b.
-        wu: [...] raw w.u (not w.u_hat).
+        one_plus_m: [...] 1 + w.u_hat, from `one_plus_w_u_hat`.
     """
-    return tf.math.log(tf.square(tf.tanh(a)) + tf.exp(_log_sech2(a)) * tf.math.softplus(wu))
+    return tf.math.log(tf.square(tf.tanh(a)) + tf.exp(_log_sech2(a)) * one_plus_m)
 
 
-def _solve_alpha(c: tf.Tensor, wu: tf.Tensor, b: tf.Tensor, iterations: int) -> tf.Tensor:
-    """Solve alpha + m tanh(alpha + b) = c for alpha, m = softplus(wu) - 1 > -1.
+def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: int) -> tf.Tensor:
+    """Solve alpha + m tanh(alpha + b) = c for alpha, m = w.u_hat > -1.
 
     In s = alpha + b the equation is g(s) = s + m tanh(s) - k = 0, k = c + b,
     strictly increasing, with one inflection point at s = 0. Newton started at
@@ -73,9 +78,8 @@ def _solve_alpha(c: tf.Tensor, wu: tf.Tensor, b: tf.Tensor, iterations: int) -> 
     A fixed number of steps, so the loop traces and compiles under XLA.
 
     Arguments:
-        c, wu, b: [...] broadcastable; c = w.y, wu = w.u (raw u).
+        c, one_plus_m, b: [...] broadcastable; c = w.y, one_plus_m = 1 + w.u_hat.
     """
-    one_plus_m = tf.math.softplus(wu)
     m = one_plus_m - 1.0
     k = c + b
     s = tf.sign(k) * tf.maximum(tf.abs(k) - m, 0.0)
@@ -156,11 +160,12 @@ class Planar(tfp.bijectors.Bijector):
 
     def _inverse(self, y):
         u, w, b = (tf.convert_to_tensor(p) for p in (self._u, self._w, self._b))
-        alpha = _solve_alpha(_dot(w, y), _dot(w, u), b, self._inverse_iterations)
+        alpha = _solve_alpha(_dot(w, y), one_plus_w_u_hat(u, w), b, self._inverse_iterations)
         return y - constrain_u(u, w) * tf.tanh(alpha + b)[..., tf.newaxis]
 
     def _forward_log_det_jacobian(self, z):
-        return _log_det(self._pre_activation(z), _dot(tf.convert_to_tensor(self._w), self._u))
+        u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
+        return _log_det(self._pre_activation(z), one_plus_w_u_hat(u, w))
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))

@@ -1,0 +1,242 @@
+"""One battery for every bijector: log-det against autodiff, round trips, constraints, batching.
+
+The bijective-and-finite check follows TFP's
+`tensorflow_probability/python/bijectors/bijector_test_util.py::assert_bijective_and_finite`,
+which the wheel does not ship.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnf import bijectors
+from tfnf.bijectors.planar import constrain_u
+
+D = 3
+
+
+def planar(rng, batch=(), dtype=np.float64, scale=1.0):
+    return bijectors.Planar(u=(scale * rng.normal(size=(*batch, D))).astype(dtype),
+                            w=rng.normal(size=(*batch, D)).astype(dtype),
+                            b=rng.normal(size=batch).astype(dtype))
+
+
+def radial(rng, batch=(), dtype=np.float64, scale=1.0):
+    return bijectors.Radial(z0=rng.normal(size=(*batch, D)).astype(dtype),
+                            a=(scale * rng.normal(size=batch)).astype(dtype),
+                            b=(scale * rng.normal(size=batch)).astype(dtype))
+
+
+BIJECTORS = {"planar": planar, "radial": radial}
+
+# Raw parameters at the edges of the invertibility constraints.
+ADVERSARIAL = {
+    "planar u=-100w": lambda: bijectors.Planar(u=-100.0 * np.array([0.6, -0.3, 0.2]),
+                                               w=np.array([0.6, -0.3, 0.2]), b=0.4),
+    "planar u=+100w": lambda: bijectors.Planar(u=100.0 * np.array([0.6, -0.3, 0.2]),
+                                               w=np.array([0.6, -0.3, 0.2]), b=-0.4),
+    "planar w=0": lambda: bijectors.Planar(u=np.array([1.0, 2.0, -1.0]), w=np.zeros(3), b=0.7),
+    "planar large w": lambda: bijectors.Planar(u=np.array([0.5, -2.0, 1.0]), w=np.array([30.0, -20.0, 5.0]), b=1.0),
+    "radial beta->-alpha": lambda: bijectors.Radial(z0=np.array([0.1, -0.2, 0.3]), a=2.0, b=-30.0),
+    "radial alpha->0": lambda: bijectors.Radial(z0=np.array([0.1, -0.2, 0.3]), a=-5.0, b=3.0),
+    "radial large beta": lambda: bijectors.Radial(z0=np.array([0.1, -0.2, 0.3]), a=0.5, b=50.0),
+}
+
+
+def autodiff_log_det(f, z):
+    """log|det df/dz| from the autodiff Jacobian, z: [N, D]."""
+    z = tf.constant(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        y = f(z)
+    return tf.linalg.slogdet(tape.batch_jacobian(y, z))[1].numpy()
+
+
+def fresh(x):
+    """A new tensor with x's values, so TFP's bijector cache cannot answer for the computation."""
+    return tf.constant(np.array(x))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20150505)
+
+
+def points(rng, n=200, dtype=np.float64):
+    return (2.0 * rng.normal(size=(n, D))).astype(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_log_det_matches_autodiff_jacobian(name, rng):
+    for _ in range(5):
+        bij = BIJECTORS[name](rng)
+        z = points(rng)
+        np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+                                   autodiff_log_det(bij.forward, z), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_log_det_matches_autodiff_jacobian_at_adversarial_parameters(name, rng):
+    bij = ADVERSARIAL[name]()
+    z = points(rng)
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+                               autodiff_log_det(bij.forward, z), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-10)])
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_inverse_round_trip_up_to_1e3(name, dtype, tol, rng):
+    scales = np.logspace(-3, 3, 2000)[:, None]
+    for _ in range(5):
+        bij = BIJECTORS[name](rng, dtype=dtype)
+        z = (rng.normal(size=(2000, D)) * scales).astype(dtype)
+        z_back = bij.inverse(fresh(bij.forward(z))).numpy()
+        error = np.abs(z_back - z) / np.maximum(1.0, np.abs(z).max(axis=-1, keepdims=True))
+        assert error.max() <= tol
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_inverse_is_backward_stable_at_adversarial_parameters(name, rng):
+    # Near w.u_hat = -1 the map is nearly singular, so the forward error of any
+    # inverse is amplified by its conditioning; what an exact solver owes is a
+    # point that maps back onto y to round-off.
+    bij = ADVERSARIAL[name]()
+    y = (rng.normal(size=(2000, D)) * np.logspace(-3, 3, 2000)[:, None])
+    residual = np.abs(bij.forward(fresh(bij.inverse(y))).numpy() - y)
+    assert (residual / np.maximum(1.0, np.abs(y).max(axis=-1, keepdims=True))).max() <= 1e-12
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_inverse_log_det_matches_autodiff_jacobian_of_inverse(name, rng):
+    bij = BIJECTORS[name](rng)
+    y = points(rng)
+    ildj = bij.inverse_log_det_jacobian(y, event_ndims=1).numpy()
+    np.testing.assert_allclose(ildj, autodiff_log_det(bij.inverse, y), rtol=0, atol=1e-8)
+    fldj_at_inverse = bij.forward_log_det_jacobian(fresh(bij.inverse(fresh(y))), event_ndims=1).numpy()
+    np.testing.assert_allclose(ildj, -fldj_at_inverse, rtol=0, atol=1e-12)
+
+
+# Up to 300 in size: softplus(-745) is 0 in float64, the end of "any real number" on a computer.
+RAW = np.concatenate([-np.logspace(-3, 2.5, 12), [0.0], np.logspace(-3, 2.5, 12)])
+
+
+def test_planar_constraint_holds_for_any_raw_parameters():
+    u1, w1, u2, w2 = np.meshgrid(RAW, RAW, RAW[::3], RAW[::3], indexing="ij")
+    u = np.stack([u1.ravel(), u2.ravel()], -1)
+    w = np.stack([w1.ravel(), w2.ravel()], -1)
+    wu = np.sum(w * u, -1)
+    keep = wu > -30  # beyond, 1 + m(w.u) = softplus(w.u) is below float64 resolution of 1
+    u_hat = constrain_u(tf.constant(u), tf.constant(w)).numpy()
+    w_u_hat = np.sum(w * u_hat, -1)
+    # Independent closed form: w.u_hat = m(w.u) = log(1 + e^{w.u}) - 1 where w != 0, else w.u_hat = 0.
+    expected = np.where(np.sum(w * w, -1) > 0, np.logaddexp(0.0, wu) - 1.0, 0.0)
+    scale = 1.0 + np.abs(u).max(-1) * np.abs(w).max(-1) + np.abs(expected)
+    assert np.all(np.abs(w_u_hat - expected) <= 1e-12 * scale)
+    assert np.all(w_u_hat[keep] > -1.0)
+
+
+def test_radial_constraint_holds_for_any_raw_parameters():
+    a, b = np.meshgrid(RAW, RAW, indexing="ij")
+    bij = bijectors.Radial(z0=np.zeros(2), a=a.ravel(), b=b.ravel())
+    alpha, beta = bij.alpha().numpy(), bij.beta().numpy()
+    np.testing.assert_allclose(alpha, np.logaddexp(0.0, a.ravel()), rtol=1e-12)
+    assert np.all(alpha > 0)
+    assert np.all(beta >= -alpha)
+    assert np.all(np.abs(beta + alpha - np.logaddexp(0.0, b.ravel())) <= 1e-14 * (1 + alpha))
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_bijective_and_finite_on_grid_of_points_and_parameters(name, rng):
+    # After TFP's assert_bijective_and_finite: every output finite, both round
+    # trips close, and fldj(x) = -ildj(f(x)), over a grid of points and a grid of raw parameters.
+    grid = np.stack(np.meshgrid(*[np.linspace(-10, 10, 9)] * D, indexing="ij"), -1).reshape(-1, D)
+    for scale in (0.01, 1.0, 10.0):
+        bij = BIJECTORS[name](rng, scale=scale)
+        y = bij.forward(fresh(grid)).numpy()
+        x = bij.inverse(fresh(y)).numpy()
+        fldj = bij.forward_log_det_jacobian(fresh(grid), event_ndims=1).numpy()
+        ildj = bij.inverse_log_det_jacobian(fresh(y), event_ndims=1).numpy()
+        for value in (y, x, fldj, ildj):
+            assert np.all(np.isfinite(value))
+        assert np.all(np.abs(x - grid) <= 1e-8 * (1 + np.abs(grid)))
+        y_back = bij.forward(fresh(bij.inverse(fresh(grid)))).numpy()
+        assert np.all(np.abs(y_back - grid) <= 1e-8 * (1 + np.abs(grid)))
+        np.testing.assert_allclose(fldj, -ildj, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_batched_parameters_act_like_a_loop_over_unbatched_ones(name, rng):
+    batch, samples = 4, 5
+    bij = BIJECTORS[name](rng, batch=(batch,))
+    assert bij.experimental_batch_shape() == [batch]
+    z = rng.normal(size=(samples, batch, D))
+    y = bij.forward(z).numpy()
+    fldj = bij.forward_log_det_jacobian(z, event_ndims=1).numpy()
+    assert y.shape == (samples, batch, D) and fldj.shape == (samples, batch)
+    for i in range(batch):
+        one = bij[i]  # TFP slicing through _parameter_properties
+        assert one.experimental_batch_shape() == []
+        np.testing.assert_allclose(y[:, i], one.forward(z[:, i]).numpy(), rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(fldj[:, i], one.forward_log_det_jacobian(z[:, i], event_ndims=1).numpy(),
+                                   rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(bij.inverse(fresh(y)).numpy(), z, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_every_parameter_receives_a_gradient(name, rng):
+    bij = BIJECTORS[name](rng)
+    names = list(type(bij).parameter_properties())
+    params = [tf.Variable(bij.parameters[k], name=k) for k in names]
+    z = points(rng)
+    with tf.GradientTape() as tape:
+        bij = type(bij)(**dict(zip(names, params)))
+        loss = tf.reduce_sum(bij.forward(z) ** 2) + tf.reduce_sum(bij.forward_log_det_jacobian(z, event_ndims=1))
+    for p, g in zip(params, tape.gradient(loss, params)):
+        assert g is not None and np.all(np.abs(g.numpy()) > 0), p.name
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_eager_function_and_xla_agree(name, rng):
+    bij = BIJECTORS[name](rng)
+    z = tf.constant(points(rng))
+
+    def everything(z):
+        y = bij.forward(z)
+        return y, bij.forward_log_det_jacobian(z, event_ndims=1), bij.inverse(tf.identity(y) + 0.0)
+
+    eager = everything(z)
+    for compiled in (tf.function(everything), tf.function(everything, jit_compile=True)):
+        for a, b in zip(eager, compiled(z)):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(BIJECTORS))
+def test_float32_in_float32_out(name, rng):
+    bij = BIJECTORS[name](rng, dtype=np.float32)
+    z = points(rng, dtype=np.float32)
+    assert bij.forward(z).dtype == tf.float32
+    assert bij.inverse(z).dtype == tf.float32
+    np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+                               autodiff_log_det(bij.forward, z), rtol=0, atol=1e-4)
+
+
+def test_validate_args_names_the_non_finite_parameter():
+    with pytest.raises(ValueError, match="`u` must be finite"):
+        bijectors.Planar(u=[1.0, np.nan], w=[1.0, 2.0], b=0.0, validate_args=True)
+    a = tf.Variable(0.0)
+    bij = bijectors.Radial(z0=[0.0, 0.0], a=a, b=0.0, validate_args=True)
+    a.assign(np.inf)  # a variable is checked where it is used, in the graph
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`a` must be finite"):
+        tf.function(bij.forward)(tf.constant([[0.0, 0.0]]))
+
+
+def test_mismatched_event_sizes_are_named():
+    with pytest.raises(ValueError, match="`u` and `w` must share the event size"):
+        bijectors.Planar(u=[1.0, 2.0, 3.0], w=[1.0, 2.0], b=0.0)
+    with pytest.raises(ValueError, match="`z0` must have shape"):
+        bijectors.Radial(z0=1.0, a=0.0, b=0.0)
+
+
+def test_integer_parameters_are_refused():
+    with pytest.raises(TypeError, match="floating point"):
+        bijectors.Planar(u=np.array([1, 2]), w=np.array([1, 2]), b=np.array(0))

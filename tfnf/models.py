@@ -1,0 +1,269 @@
+"""Keras models and their training steps.
+
+References:
+    Rezende & Mohamed (2015), section 6 (annealed free energy) and eq. 13.
+"""
+
+import math
+import warnings
+from typing import Callable, Optional, Union
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnf import layers, targets
+
+__all__ = ["NormalizingFlow", "NonFiniteLossError", "paper_annealing", "reverse_kl"]
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a non-finite loss or gradient; the offending update was not applied."""
+
+
+def paper_annealing() -> keras.optimizers.schedules.LearningRateSchedule:
+    """The paper's inverse temperature beta_t = min(1, 0.01 + t / 10000) (section 6).
+
+    It is exactly Keras' linear `PolynomialDecay` from 0.01 to 1 over 9900 steps.
+    """
+    return keras.optimizers.schedules.PolynomialDecay(0.01, decay_steps=9900, end_learning_rate=1.0, power=1.0)
+
+
+def reverse_kl(log_q: tf.Tensor, log_p: tf.Tensor, beta=1.0):
+    """The annealed objective mean(log q - beta log p) and the bound mean(log q - log p).
+
+    Arguments:
+        log_q, log_p: [n] log-densities of the flow and the (unnormalised) target at n samples of q.
+        beta: inverse temperature, scalar.
+    Returns:
+        (loss, bound), scalars. bound + ln Z = KL(q || p) >= 0.
+    """
+    return tf.reduce_mean(log_q - beta * log_p), tf.reduce_mean(log_q - log_p)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class NormalizingFlow(keras.Model):
+    """q_K = K flow layers applied to a base q0, fitted to a target by reverse KL.
+
+    `distribution` is a `tfd.TransformedDistribution` built from the current
+    weights. `fit` needs no data: each step draws `batch_size` samples of q and
+    minimises mean(log q - beta_t log p~) (section 6).
+
+    Arguments:
+        event_size: D, the dimension of z.
+        num_layers: K >= 1.
+        flow: "planar" or "radial".
+        target_log_prob: a name from `tfnf.targets.names()`, a callable z [..., D] -> [...],
+            or a `tfd.Distribution`. Only registry names survive `save`; after
+            `load_model` assign `model.target_log_prob` to train a model whose
+            target was a callable.
+        trainable_base: learn the base mean and scale (default) or keep N(0, I).
+        beta_schedule: inverse temperature, a float or a Keras schedule of the
+            step (e.g. `paper_annealing()`); 1.0 by default.
+        flow_initializer: initialiser of the flow weights (the layer's default if None).
+        seed: seed of the sampler, for reproducible runs.
+    """
+
+    def __init__(self, event_size: int, num_layers: int, flow: str = "planar",
+                 target_log_prob=None, trainable_base: bool = True, beta_schedule: Schedule = 1.0,
+                 flow_initializer=None, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        if dtype.compute_dtype not in ("float32", "float64") or dtype.variable_dtype != dtype.compute_dtype:
+            raise TypeError(f"NormalizingFlow: dtype must be float32 or float64, got {dtype.name!r}.")
+        self.event_size = _positive_int(event_size, "event_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.flow = flow
+        self.trainable_base = bool(trainable_base)
+        self.seed = seed
+        self.flow_initializer = flow_initializer
+        flow_class = layers.get_flow(flow)
+        init = {} if flow_initializer is None else {"initializer": flow_initializer}
+        self.base = layers.DiagonalNormal(trainable=self.trainable_base, dtype=dtype, name="base")
+        self.flow_layers = [flow_class(dtype=dtype, name=f"{flow}_{k}", **init) for k in range(num_layers)]
+        for layer in (self.base, *self.flow_layers):
+            layer.build((event_size,))
+        self.seed_generator = keras.random.SeedGenerator(seed, name="sampler")
+        self.beta_schedule = beta_schedule
+        self.target_log_prob = target_log_prob
+        self.batch_size = None
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.bound_tracker = keras.metrics.Mean(name="bound")
+        self.beta_tracker = keras.metrics.Mean(name="beta")
+        self.built = True
+
+    # -- the distribution -------------------------------------------------
+
+    @property
+    def bijector(self) -> tfb.Bijector:
+        """f_K o ... o f_1 as one `tfb.Chain`, built from the current weights."""
+        return tfb.Chain([layer.bijector() for layer in reversed(self.flow_layers)])
+
+    @property
+    def distribution(self) -> tfd.TransformedDistribution:
+        """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
+        return tfd.TransformedDistribution(self.base.distribution(), self.bijector)
+
+    def call(self, n):
+        """Draw n samples of q_K: [n, D]."""
+        return self.distribution.sample(n, seed=self._next_seed())
+
+    # -- the target -------------------------------------------------------
+
+    @property
+    def target_log_prob(self) -> Optional[Callable]:
+        return self._target_log_prob
+
+    @target_log_prob.setter
+    def target_log_prob(self, target):
+        self._target_spec = target if isinstance(target, str) else _registered_name(target)
+        self._target_log_prob = None if target is None else self._checked_target(target)
+
+    def _checked_target(self, target) -> Callable:
+        if isinstance(target, tfd.Distribution):
+            event_shape = target.event_shape
+            if event_shape.rank is not None and event_shape != [self.event_size]:
+                raise ValueError(f"target_log_prob: the distribution's event_shape {event_shape} does not "
+                                 f"match event_size={self.event_size}.")
+        log_prob = targets.as_log_prob(target)
+        probe = tf.zeros([3, self.event_size], self.compute_dtype)
+        try:
+            out = tf.convert_to_tensor(log_prob(probe))
+        except Exception as error:
+            raise ValueError(f"target_log_prob failed on z of shape {tuple(probe.shape)} "
+                             f"(event_size={self.event_size}): {error}") from error
+        if out.shape != [3]:
+            raise ValueError(f"target_log_prob must map z [..., D] to [...]; for z of shape "
+                             f"{tuple(probe.shape)} it returned shape {tuple(out.shape)}, expected (3,).")
+        if not out.dtype.is_floating:
+            raise TypeError(f"target_log_prob must return floating log-densities, got {out.dtype.name}.")
+        return log_prob
+
+    # -- training ---------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.bound_tracker, self.beta_tracker]
+
+    def _next_seed(self) -> tf.Tensor:
+        return tf.cast(self.seed_generator.next(), tf.int32)
+
+    def _beta(self, step) -> tf.Tensor:
+        beta = self.beta_schedule(step) if callable(self.beta_schedule) else self.beta_schedule
+        return tf.cast(beta, self.compute_dtype)
+
+    def train_step(self, data):
+        beta = self._beta(self.optimizer.iterations)
+        with tf.GradientTape() as tape:
+            z, log_q = self.distribution.experimental_sample_and_log_prob(self.batch_size, seed=self._next_seed())
+            loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+                               + [tf.math.is_finite(loss)])
+        # A non-finite step is skipped entirely (no moment updates either), so the
+        # weights stay those of the last good step; the NaN reported in `loss`
+        # stops `fit` through `_StopOnNonFinite`.
+        tf.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        nan = tf.constant(math.nan, loss.dtype)
+        self.loss_tracker.update_state(tf.where(finite, loss, nan))
+        self.bound_tracker.update_state(tf.where(finite, bound, nan))
+        self.beta_tracker.update_state(beta)
+        return {m.name: m.result() for m in self.metrics}
+
+    def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
+            steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
+        """Train by reverse KL on samples of q; no data.
+
+        Either `steps` (total updates, split into epochs of `steps_per_epoch`,
+        100 by default, so epoch-level callbacks get to act) or the Keras pair
+        `epochs` and `steps_per_epoch`.
+
+        Arguments:
+            batch_size: samples of q per update.
+            steps: total number of updates; rounded up to whole epochs.
+            steps_per_epoch: updates per epoch (100 if not given).
+            callbacks, **kwargs: as for `keras.Model.fit` (verbose, initial_epoch, ...).
+        Raises:
+            NonFiniteLossError: a loss or gradient was NaN or inf; the weights are
+                those after the last good step.
+        """
+        if x is not None or y is not None:
+            raise ValueError("NormalizingFlow.fit trains on samples of q and takes no data: x and y must be None.")
+        if self._target_log_prob is None:
+            raise ValueError("NormalizingFlow.fit needs a target: set `target_log_prob` "
+                             "(a target name, a callable or a tfd.Distribution).")
+        if self.optimizer is None:
+            raise ValueError("NormalizingFlow.fit: call compile(optimizer=...) first.")
+        batch_size = _positive_int(batch_size, "batch_size")
+        steps_per_epoch = _positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
+        if steps is not None:
+            epochs = math.ceil(_positive_int(steps, "steps") / steps_per_epoch)
+        if batch_size != self.batch_size:
+            self.batch_size = batch_size
+            self.train_function = None  # the sample count is baked into the traced step
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        no_data = tf.data.Dataset.from_tensors(tf.zeros([])).repeat()
+        callbacks = [*(callbacks or []), _StopOnNonFinite()]
+        kwargs.setdefault("shuffle", False)
+        return super().fit(no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
+
+    # -- saving -----------------------------------------------------------
+
+    def get_config(self):
+        schedule = self.beta_schedule
+        if not isinstance(schedule, (int, float)):
+            schedule = keras.saving.serialize_keras_object(schedule)
+        return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
+                "flow": self.flow, "target_log_prob": self._target_spec,
+                "trainable_base": self.trainable_base, "beta_schedule": schedule,
+                "flow_initializer": keras.saving.serialize_keras_object(self.flow_initializer), "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("beta_schedule", "flow_initializer"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _registered_name(target) -> Optional[str]:
+    """The registry name of a built-in target, so it can be saved; None for anything else."""
+    for name in targets.names():
+        if targets.get(name) is target:
+            return name
+    return None
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss and names the step.
+
+    With Keras' `TerminateOnNaN` among the callbacks the run stops quietly, as
+    Keras users expect; otherwise it raises `NonFiniteLossError`.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        step = int(self.model.optimizer.iterations) + 1
+        message = (f"Non-finite loss or gradient at training step {step} (batch {batch + 1} of this epoch): "
+                   f"the update was skipped and the weights are those after step {step - 1}.")
+        if self.model.stop_training:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return
+        self.model.stop_training = True
+        raise NonFiniteLossError(message)
