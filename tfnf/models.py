@@ -5,6 +5,7 @@ References:
 """
 
 import math
+import random
 import warnings
 from typing import Callable, Optional, Union
 
@@ -72,7 +73,8 @@ class NormalizingFlow(keras.Model):
         beta_schedule: inverse temperature, a float or a Keras schedule of the
             step (e.g. `paper_annealing()`); 1.0 by default.
         flow_initializer: initialiser of the flow weights (the layer's default if None).
-        seed: seed of the sampler, for reproducible runs.
+        seed: seed of the sampler; step t draws with the stateless seed (seed, t),
+            so runs repeat exactly and resume exactly after BackupAndRestore.
     """
 
     def __init__(self, event_size: int, num_layers: int, flow: str = "planar",
@@ -86,7 +88,6 @@ class NormalizingFlow(keras.Model):
         self.num_layers = _positive_int(num_layers, "num_layers")
         self.flow = flow
         self.trainable_base = bool(trainable_base)
-        self.seed = seed
         self.flow_initializer = flow_initializer
         flow_class = layers.get_flow(flow)
         init = {} if flow_initializer is None else {"initializer": flow_initializer}
@@ -94,7 +95,9 @@ class NormalizingFlow(keras.Model):
         self.flow_layers = [flow_class(dtype=dtype, name=f"{flow}_{k}", **init) for k in range(num_layers)]
         for layer in (self.base, *self.flow_layers):
             layer.build((event_size,))
-        self.seed_generator = keras.random.SeedGenerator(seed, name="sampler")
+        # The sampler's seed at step t is (seed, t): stateless, so a run restored by
+        # BackupAndRestore (which restores the optimizer's step) draws what it would have.
+        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
         self.beta_schedule = beta_schedule
         self.target_log_prob = target_log_prob
         self.batch_size = None
@@ -117,7 +120,7 @@ class NormalizingFlow(keras.Model):
 
     def call(self, n):
         """Draw n samples of q_K: [n, D]."""
-        return self.distribution.sample(n, seed=self._next_seed())
+        return self.distribution.sample(n)
 
     # -- the target -------------------------------------------------------
 
@@ -156,8 +159,8 @@ class NormalizingFlow(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.bound_tracker, self.beta_tracker]
 
-    def _next_seed(self) -> tf.Tensor:
-        return tf.cast(self.seed_generator.next(), tf.int32)
+    def _step_seed(self) -> tf.Tensor:
+        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
 
     def _beta(self, step) -> tf.Tensor:
         beta = self.beta_schedule(step) if callable(self.beta_schedule) else self.beta_schedule
@@ -166,7 +169,7 @@ class NormalizingFlow(keras.Model):
     def train_step(self, data):
         beta = self._beta(self.optimizer.iterations)
         with tf.GradientTape() as tape:
-            z, log_q = self.distribution.experimental_sample_and_log_prob(self.batch_size, seed=self._next_seed())
+            z, log_q = self.distribution.experimental_sample_and_log_prob(self.batch_size, seed=self._step_seed())
             loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
@@ -204,7 +207,7 @@ class NormalizingFlow(keras.Model):
         if self._target_log_prob is None:
             raise ValueError("NormalizingFlow.fit needs a target: set `target_log_prob` "
                              "(a target name, a callable or a tfd.Distribution).")
-        if self.optimizer is None:
+        if getattr(self, "optimizer", None) is None:
             raise ValueError("NormalizingFlow.fit: call compile(optimizer=...) first.")
         batch_size = _positive_int(batch_size, "batch_size")
         steps_per_epoch = _positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
@@ -229,7 +232,8 @@ class NormalizingFlow(keras.Model):
         return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
                 "flow": self.flow, "target_log_prob": self._target_spec,
                 "trainable_base": self.trainable_base, "beta_schedule": schedule,
-                "flow_initializer": keras.saving.serialize_keras_object(self.flow_initializer), "seed": self.seed}
+                "flow_initializer": keras.saving.serialize_keras_object(self.flow_initializer),
+                "seed": self._sampler_seed}
 
     @classmethod
     def from_config(cls, config):

@@ -80,22 +80,23 @@ def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: 
     Arguments:
         c, one_plus_m, b: [...] broadcastable; c = w.y, one_plus_m = 1 + w.u_hat.
     """
-    m = one_plus_m - 1.0
-    k = c + b
-    s = tf.sign(k) * tf.maximum(tf.abs(k) - m, 0.0)
-
-    def newton(i, s):
-        t = tf.tanh(s)
+    def g_over_dg(s, k, one_plus_m):
+        m, t = one_plus_m - 1.0, tf.tanh(s)
         # g'(s) = 1 + m sech^2 = tanh^2 + sech^2 (1 + m): no cancellation near m = -1.
         dg = tf.square(t) + tf.exp(_log_sech2(s)) * one_plus_m
-        g = s + m * t - k
-        return i + 1, s - tf.math.divide_no_nan(g, dg)
+        return tf.math.divide_no_nan(s + m * t - k, dg)
 
-    s = tf.while_loop(lambda i, _: i < iterations, newton, (tf.constant(0), s))[1]
-    return s - b
+    k = c + b
+    k_, one_plus_m_ = tf.stop_gradient(k), tf.stop_gradient(one_plus_m)
+    s = tf.sign(k_) * tf.maximum(tf.abs(k_) - (one_plus_m_ - 1.0), 0.0)
+    s = tf.while_loop(lambda i, _: i < iterations, lambda i, s: (i + 1, s - g_over_dg(s, k_, one_plus_m_)),
+                      (tf.constant(0), s), maximum_iterations=iterations)[1]
+    # One more Newton step, differentiated, gives the implicit-function gradient
+    # ds/dtheta = -(dg/dtheta) / g' at the root without backpropagating the loop.
+    return s - g_over_dg(s, k, one_plus_m) - b
 
 
-class Planar(tfp.bijectors.Bijector):
+class Planar(tfp.bijectors.AutoCompositeTensorBijector):
     """Planar flow y = z + u_hat tanh(w.z + b) with an exact inverse.
 
     Parameters are unconstrained: `u` is mapped to `u_hat` (Appendix A.1) inside,

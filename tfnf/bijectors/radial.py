@@ -32,7 +32,7 @@ def _solve_radius(r_y: tf.Tensor, alpha: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     return tf.where(p > 0, 2.0 * alpha * r_y / (p + disc), 0.5 * (disc - p))
 
 
-class Radial(tfp.bijectors.Bijector):
+class Radial(tfp.bijectors.AutoCompositeTensorBijector):
     """Radial flow y = z + beta (z - z0) / (alpha + ||z - z0||) with a closed-form inverse.
 
     Parameters are unconstrained: alpha = softplus(a) > 0 and

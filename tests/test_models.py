@@ -1,0 +1,281 @@
+"""NormalizingFlow: distribution, training by reverse KL, Keras fit loop, saving, bad input."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfnf
+from tfnf import diagnostics, targets
+
+tfd = tfp.distributions
+LOG_Z_U1 = 1.8775  # PAPER.md; test_targets checks it by independent quadrature
+
+
+def make(num_layers=2, flow="planar", target="U1", seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = tfnf.NormalizingFlow(event_size=2, num_layers=num_layers, flow=flow, target_log_prob=target,
+                                 seed=seed, dtype=kwargs.pop("dtype", "float64"), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=kwargs.get("jit_compile", False))
+    return model
+
+
+def weights(model):
+    return [v.numpy().copy() for v in model.weights]
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_distribution_is_the_base_pushed_through_the_chain(flow):
+    model = make(num_layers=3, flow=flow)
+    q = model.distribution
+    assert isinstance(q, tfd.TransformedDistribution)
+    z0 = np.random.default_rng(0).normal(size=(50, 2))
+    z, log_q = z0, model.base.distribution().log_prob(z0).numpy()
+    for layer in model.flow_layers:  # eq. 13 written out layer by layer, log-dets by autodiff
+        x = tf.constant(z)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        log_q = log_q - tf.linalg.slogdet(tape.batch_jacobian(y, x))[1].numpy()
+        z = y.numpy()
+    np.testing.assert_allclose(q.log_prob(tf.constant(z)).numpy(), log_q, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_flow_density_integrates_to_one(flow):
+    # Quadrature of exp(q.log_prob) through the exact inverse: wrong log-dets or a
+    # wrong inverse would move the mass away from 1.
+    model = make(num_layers=4, flow=flow)
+    model.fit(steps=30, batch_size=256, verbose=0)
+    q = model.distribution
+    log_mass = diagnostics.log_normalizer_2d(q.log_prob, extent=(-12, 12), num=600)
+    assert log_mass == pytest.approx(0.0, abs=1e-4)
+
+
+def test_training_u1_covers_both_modes():
+    model = make(num_layers=8)
+    q = model.distribution
+    before, _ = diagnostics.bound(q, targets.get("U1"), num_samples=20_000, seed=1)
+    history = model.fit(steps=500, batch_size=512, verbose=0)
+    after, error = diagnostics.bound(model.distribution, targets.get("U1"), num_samples=20_000, seed=1)
+    assert after < before - 1.0
+    assert history.history["bound"][-1] < history.history["bound"][0]
+    # KL(q || p) = bound + ln Z. A flow on one of U1's two equal modes has KL
+    # close to ln 2 = 0.69 nats; below ln 2 / 2 both modes carry mass.
+    kl = after + LOG_Z_U1
+    assert kl < 0.5 * math.log(2.0), kl
+    assert error < 0.01
+
+
+def test_gaussian_target_is_matched_by_the_base_alone():
+    # A Gaussian target is reached exactly (KL = 0) by the base's affine family;
+    # with normalised log p the bound is KL itself.
+    target = tfd.MultivariateNormalDiag(loc=tf.constant([1.0, -2.0], tf.float64),
+                                        scale_diag=tf.constant([0.5, 1.5], tf.float64))
+    model = make(num_layers=2, target=target)
+    model.compile(optimizer=keras.optimizers.Adam(3e-2))
+    model.fit(steps=600, batch_size=512, verbose=0)
+    kl, error = diagnostics.bound(model.distribution, target.log_prob, num_samples=20_000, seed=3)
+    assert -3 * error < kl < 0.01
+
+
+def test_every_trainable_weight_receives_a_gradient():
+    model = make(num_layers=3)
+    model.batch_size = 64
+    with tf.GradientTape() as tape:
+        z, log_q = model.distribution.experimental_sample_and_log_prob(64, seed=[1, 2])
+        loss, _ = tfnf.models.reverse_kl(log_q, targets.get("U1")(z))
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == 2 + 3 * 3
+    for v, g in zip(model.trainable_variables, grads):
+        assert g is not None and np.all(np.abs(g.numpy()) > 0), v.path
+
+
+def test_fixed_standard_normal_base_has_no_trainable_base_weights():
+    model = make(num_layers=2, trainable_base=False)
+    assert len(model.trainable_variables) == 6
+    model.fit(steps=5, batch_size=64, verbose=0)
+    np.testing.assert_array_equal(model.base.distribution().mean().numpy(), [0.0, 0.0])
+
+
+def test_eager_and_graph_training_reach_the_same_weights():
+    results = []
+    for options in ({"run_eagerly": True}, {"jit_compile": False}):
+        model = make(num_layers=2, seed=7)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), **options)
+        model.fit(steps=5, batch_size=128, verbose=0)
+        results.append(weights(model))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_eager_function_and_xla_agree_on_objective_and_gradients(flow):
+    # XLA picks its own stateless RNG algorithm, so compare on fixed points of q
+    # (drawn once) rather than on training runs.
+    model = make(num_layers=3, flow=flow)
+    points = model.distribution.sample(256, seed=[4, 2])
+
+    def objective():
+        with tf.GradientTape() as tape:
+            q = model.distribution
+            loss, _ = tfnf.models.reverse_kl(q.log_prob(points), targets.get("U1")(points))
+        return [loss, *tape.gradient(loss, model.trainable_variables)]
+
+    eager = objective()
+    for compiled in (tf.function(objective), tf.function(objective, jit_compile=True)):
+        for a, b in zip(eager, compiled()):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_history_reports_loss_bound_and_beta_per_epoch():
+    model = make(num_layers=2, beta_schedule=tfnf.models.paper_annealing())
+    history = model.fit(steps=40, steps_per_epoch=20, batch_size=64, verbose=0).history
+    assert sorted(history) == ["beta", "bound", "loss"]
+    # beta_t = min(1, 0.01 + t / 10000), averaged over the steps t of each epoch.
+    expected = [np.mean(0.01 + np.arange(0, 20) / 1e4), np.mean(0.01 + np.arange(20, 40) / 1e4)]
+    np.testing.assert_allclose(history["beta"], expected, rtol=1e-5)  # Keras metrics are float32
+
+
+def test_loss_equals_bound_without_annealing():
+    history = make(num_layers=2).fit(steps=10, batch_size=64, verbose=0).history
+    assert history["loss"] == history["bound"] and history["beta"] == [1.0]
+
+
+def test_steps_are_split_into_epochs_for_callbacks():
+    history = make(num_layers=1).fit(steps=250, batch_size=32, verbose=0)
+    assert len(history.history["loss"]) == 3  # 100 + 100 + 50 rounded up to 3 epochs of 100
+    assert int(history.model.optimizer.iterations) == 300
+
+
+def test_save_and_load_round_trip_bit_for_bit(tmp_path):
+    model = make(num_layers=3, flow="radial", beta_schedule=tfnf.models.paper_annealing())
+    model.fit(steps=10, batch_size=64, verbose=0)
+    path = str(tmp_path / "flow.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, tfnf.NormalizingFlow)
+    assert loaded.get_config() == model.get_config()
+    z = np.random.default_rng(0).normal(size=(100, 2)) * 3
+    np.testing.assert_array_equal(loaded.distribution.log_prob(z).numpy(), model.distribution.log_prob(z).numpy())
+    assert loaded.target_log_prob is targets.get("U1")
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    loaded.fit(steps=2, batch_size=64, verbose=0)  # and it trains on
+
+
+def test_a_callable_target_is_not_saved_and_must_be_set_again(tmp_path):
+    model = make(num_layers=1, target=lambda z: -0.5 * tf.reduce_sum(z**2, -1))
+    path = str(tmp_path / "flow.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.target_log_prob is None
+    with pytest.raises(ValueError, match="needs a target"):
+        loaded.fit(steps=1, batch_size=8, verbose=0)
+    loaded.target_log_prob = "U2"
+    loaded.fit(steps=1, batch_size=8, verbose=0)
+
+
+def test_early_stopping_checkpoint_and_backup_callbacks(tmp_path):
+    model = make(num_layers=2)
+    checkpoint = str(tmp_path / "best.keras")
+    stop = keras.callbacks.EarlyStopping(monitor="bound", mode="min", min_delta=100.0, patience=1)
+    history = model.fit(steps=1000, steps_per_epoch=10, batch_size=64, verbose=0,
+                        callbacks=[stop, keras.callbacks.ModelCheckpoint(checkpoint)])
+    assert len(history.history["loss"]) == 2  # no epoch improves by 100 nats: stop after patience
+    np.testing.assert_array_equal(keras.models.load_model(checkpoint).distribution.log_prob([[0.5, 0.5]]),
+                                  model.distribution.log_prob([[0.5, 0.5]]))
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_backup_and_restore_resumes_to_the_uninterrupted_weights(tmp_path):
+    straight = make(num_layers=2, seed=3)
+    straight.fit(steps=40, steps_per_epoch=10, batch_size=64, verbose=0)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    interrupted = make(num_layers=2, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(steps=40, steps_per_epoch=10, batch_size=64, verbose=0, callbacks=[backup, _Interrupt(1)])
+    resumed = make(num_layers=2, seed=3)
+    history = resumed.fit(steps=40, steps_per_epoch=10, batch_size=64, verbose=0, callbacks=[backup])
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
+    for a, b in zip(weights(straight), weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _poisoned_u1(model, bad_step):
+    """U1, but NaN from optimizer step `bad_step` (0-based) on."""
+    def log_prob(z):
+        poison = tf.where(model.optimizer.iterations >= bad_step, tf.constant(math.nan, z.dtype), 0.0)
+        return targets.get("U1")(z) + poison
+    return log_prob
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if math.isfinite(logs["loss"]):
+            self.last_good = weights(self.model)
+
+
+def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_weights():
+    model = make(num_layers=2)
+    model.target_log_prob = _poisoned_u1(model, bad_step=3)
+    snapshots = _Snapshots()
+    with pytest.raises(tfnf.NonFiniteLossError, match="training step 4 .* weights are those after step 3"):
+        model.fit(steps=10, batch_size=32, verbose=0, callbacks=[snapshots])
+    assert int(model.optimizer.iterations) == 3
+    for a, b in zip(weights(model), snapshots.last_good):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.all(np.isfinite(w)) for w in weights(model))
+
+
+def test_terminate_on_nan_stops_quietly_with_the_step_named():
+    model = make(num_layers=2)
+    model.target_log_prob = _poisoned_u1(model, bad_step=2)
+    with pytest.warns(RuntimeWarning, match="training step 3"):
+        model.fit(steps=10, batch_size=32, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert int(model.optimizer.iterations) == 2
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"num_layers": 0}, ValueError, "num_layers must be a positive integer, got 0"),
+    ({"num_layers": 2.5}, ValueError, "num_layers must be a positive integer, got 2.5"),
+    ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
+    ({"flow": "sylvester"}, ValueError, "Unknown flow 'sylvester'; known flows: planar, radial"),
+    ({"target_log_prob": "U7"}, ValueError, "Unknown target 'U7'; known targets: U1, U2, U3, U4"),
+    ({"event_size": 3}, ValueError, "U1 is defined for event_size 2"),
+    ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(3, 2\), expected \(3,\)"),
+    ({"target_log_prob": lambda z: tf.reduce_sum(z)}, ValueError, r"returned shape \(\), expected \(3,\)"),
+    ({"target_log_prob": lambda z: tf.zeros(tf.shape(z)[:-1], tf.int32)}, TypeError, "floating log-densities"),
+    ({"target_log_prob": tfd.MultivariateNormalDiag(loc=[0.0, 0.0, 0.0])}, ValueError,
+     r"event_shape \(3,\) does not match event_size=2"),
+    ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
+    ({"dtype": "mixed_float16"}, TypeError, "dtype must be float32 or float64"),
+])
+def test_bad_input_is_named(kwargs, error, match):
+    arguments = {"event_size": 2, "num_layers": 2, "target_log_prob": "U1", **kwargs}
+    with pytest.raises(error, match=match):
+        tfnf.NormalizingFlow(**arguments)
+
+
+def test_fit_refuses_data_and_bad_batch_sizes():
+    model = make(num_layers=1)
+    with pytest.raises(ValueError, match="takes no data"):
+        model.fit(np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        model.fit(steps=1, batch_size=0)
+    uncompiled = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U1")
+    with pytest.raises(ValueError, match="compile"):
+        uncompiled.fit(steps=1)
