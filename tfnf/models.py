@@ -92,8 +92,8 @@ class NormalizingFlow(keras.Model):
         flow_class = layers.get_flow(flow)
         init = {} if flow_initializer is None else {"initializer": flow_initializer}
         self.base = layers.DiagonalNormal(trainable=self.trainable_base, dtype=dtype, name="base")
-        self.flow_layers = [flow_class(dtype=dtype, name=f"{flow}_{k}", **init) for k in range(num_layers)]
-        for layer in (self.base, *self.flow_layers):
+        self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **init)
+        for layer in (self.base, self.flow_layer):
             layer.build((event_size,))
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
         # BackupAndRestore (which restores the optimizer's step) draws what it would have.
@@ -101,6 +101,8 @@ class NormalizingFlow(keras.Model):
         self.beta_schedule = beta_schedule
         self.target_log_prob = target_log_prob
         self.batch_size = None
+        self.first_non_finite_step = keras.Variable(-1, dtype="int64", trainable=False,
+                                                    name="first_non_finite_step")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bound_tracker = keras.metrics.Mean(name="bound")
         self.beta_tracker = keras.metrics.Mean(name="beta")
@@ -110,8 +112,12 @@ class NormalizingFlow(keras.Model):
 
     @property
     def bijector(self) -> tfb.Bijector:
-        """f_K o ... o f_1 as one `tfb.Chain`, built from the current weights."""
-        return tfb.Chain([layer.bijector() for layer in reversed(self.flow_layers)])
+        """f_K o ... o f_1 built from the current weights, a `tfnf.bijectors.Stack`.
+
+        The same map as `tfb.Chain([f_K, ..., f_1])`, traced as one loop so
+        tracing and compiling do not grow with K.
+        """
+        return self.flow_layer.bijector()
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
@@ -175,15 +181,34 @@ class NormalizingFlow(keras.Model):
         grads = tape.gradient(loss, variables)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
                                + [tf.math.is_finite(loss)])
-        # A non-finite step is skipped entirely (no moment updates either), so the
-        # weights stay those of the last good step; the NaN reported in `loss`
-        # stops `fit` through `_StopOnNonFinite`.
-        tf.cond(finite, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        # A non-finite step, and every step after it, is skipped entirely (no
+        # moment updates either), so the weights stay those of the last good
+        # step even when several steps run per execution; `_StopOnNonFinite`
+        # reads the recorded step and stops `fit`.
+        clean = self.first_non_finite_step < 0
+        tf.cond(finite & clean, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        self.first_non_finite_step.assign(tf.where(
+            clean & ~finite, tf.cast(self.optimizer.iterations, tf.int64), self.first_non_finite_step))
         nan = tf.constant(math.nan, loss.dtype)
         self.loss_tracker.update_state(tf.where(finite, loss, nan))
         self.bound_tracker.update_state(tf.where(finite, bound, nan))
         self.beta_tracker.update_state(beta)
         return {m.name: m.result() for m in self.metrics}
+
+    def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
+        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too.
+
+        Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
+        one loop, XLA is several times faster there (benchmarks/train_step.py).
+        """
+        if jit_compile == "auto":
+            jit_compile = not kwargs.get("run_eagerly", False)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compile() on load when it is overridden; this one is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
             steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
@@ -213,11 +238,16 @@ class NormalizingFlow(keras.Model):
         steps_per_epoch = _positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
         if steps is not None:
             epochs = math.ceil(_positive_int(steps, "steps") / steps_per_epoch)
+        per_execution = self.steps_per_execution or 1
+        if steps_per_epoch % per_execution:
+            raise ValueError(f"steps_per_epoch ({steps_per_epoch}) must be a multiple of the compiled "
+                             f"steps_per_execution ({per_execution}); Keras would run extra steps otherwise.")
         if batch_size != self.batch_size:
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+        self.first_non_finite_step.assign(-1)
         no_data = tf.data.Dataset.from_tensors(tf.zeros([])).repeat()
         callbacks = [*(callbacks or []), _StopOnNonFinite()]
         kwargs.setdefault("shuffle", False)
@@ -260,12 +290,11 @@ class _StopOnNonFinite(keras.callbacks.Callback):
     """
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None or math.isfinite(float(loss)):
+        step = int(self.model.first_non_finite_step) + 1  # 1-based; 0 means none
+        if step == 0:
             return
-        step = int(self.model.optimizer.iterations) + 1
-        message = (f"Non-finite loss or gradient at training step {step} (batch {batch + 1} of this epoch): "
-                   f"the update was skipped and the weights are those after step {step - 1}.")
+        message = (f"Non-finite loss or gradient at training step {step}: the update was skipped "
+                   f"and the weights are those after step {step - 1}.")
         if self.model.stop_training:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return

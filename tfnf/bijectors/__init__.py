@@ -2,5 +2,6 @@
 
 from tfnf.bijectors.planar import Planar
 from tfnf.bijectors.radial import Radial
+from tfnf.bijectors.stack import Stack
 
-__all__ = ["Planar", "Radial"]
+__all__ = ["Planar", "Radial", "Stack"]

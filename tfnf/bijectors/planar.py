@@ -26,12 +26,6 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b, axis=-1)
 
 
-def _log_sech2(x: tf.Tensor) -> tf.Tensor:
-    """log(1 - tanh(x)^2) without cancellation: 2 (log 2 - |x| - softplus(-2|x|))."""
-    x = tf.abs(x)
-    return 2.0 * (tf.constant(0.6931471805599453, x.dtype) - x - tf.math.softplus(-2.0 * x))
-
-
 def constrain_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     """The invertibility reparameterisation u -> u_hat (Appendix A.1).
 
@@ -55,16 +49,14 @@ def one_plus_w_u_hat(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     return tf.where(_dot(w, w) > 0, tf.math.softplus(_dot(w, u)), tf.ones_like(w[..., 0]))
 
 
-def _log_det(a: tf.Tensor, one_plus_m: tf.Tensor) -> tf.Tensor:
-    """log(1 + m tanh'(a)) with m = w.u_hat (eq. 12), as log(tanh^2 a + sech^2 a (1 + m)).
+def _jacobian_factor(t: tf.Tensor, one_plus_m: tf.Tensor) -> tf.Tensor:
+    """1 + m tanh'(a) = t^2 + (1 - t^2)(1 + m), t = tanh(a), m = w.u_hat (eq. 12).
 
-    Both terms are non-negative, so nothing cancels when w.u_hat is close to -1.
-
-    Arguments:
-        a: [...] pre-activation w.z + b.
-        one_plus_m: [...] 1 + w.u_hat, from `one_plus_w_u_hat`.
+    Written as a sum of two non-negative terms, so nothing cancels when m is
+    close to -1; it is det df/dz, and g'(s) of the inverse's scalar equation.
     """
-    return tf.math.log(tf.square(tf.tanh(a)) + tf.exp(_log_sech2(a)) * one_plus_m)
+    t2 = tf.square(t)
+    return t2 + (1.0 - t2) * one_plus_m
 
 
 def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: int) -> tf.Tensor:
@@ -81,10 +73,8 @@ def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: 
         c, one_plus_m, b: [...] broadcastable; c = w.y, one_plus_m = 1 + w.u_hat.
     """
     def g_over_dg(s, k, one_plus_m):
-        m, t = one_plus_m - 1.0, tf.tanh(s)
-        # g'(s) = 1 + m sech^2 = tanh^2 + sech^2 (1 + m): no cancellation near m = -1.
-        dg = tf.square(t) + tf.exp(_log_sech2(s)) * one_plus_m
-        return tf.math.divide_no_nan(s + m * t - k, dg)
+        t = tf.tanh(s)
+        return tf.math.divide_no_nan(s + (one_plus_m - 1.0) * t - k, _jacobian_factor(t, one_plus_m))
 
     k = c + b
     k_, one_plus_m_ = tf.stop_gradient(k), tf.stop_gradient(one_plus_m)
@@ -166,7 +156,7 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
 
     def _forward_log_det_jacobian(self, z):
         u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
-        return _log_det(self._pre_activation(z), one_plus_w_u_hat(u, w))
+        return tf.math.log(_jacobian_factor(tf.tanh(self._pre_activation(z)), one_plus_w_u_hat(u, w)))
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))
