@@ -1,0 +1,40 @@
+"""The `tfnf` command: trains, reports bound and KL consistently, writes a picture."""
+
+import re
+
+import matplotlib.image
+import pytest
+
+from tfnf import cli
+
+
+def numbers(pattern, text):
+    return [float(x) for x in re.search(pattern, text).groups()]
+
+
+def test_fit_reports_bound_kl_and_writes_png(tmp_path, capsys):
+    out, saved = tmp_path / "u1.png", tmp_path / "u1.keras"
+    assert cli.main(["fit", "U1", "--layers", "2", "--steps", "20", "--batch-size", "256",
+                     "--out", str(out), "--save", str(saved)]) == 0
+    text = capsys.readouterr().out
+    bound, error = numbers(r"bound E_q\[log q - log p~\] = (-?[\d.]+) \+- ([\d.]+)", text)
+    kl, log_z = numbers(r"KL\(q \|\| p\) = bound \+ ln Z = (-?[\d.]+) .*\(ln Z = ([\d.]+)\)", text)
+    assert log_z == pytest.approx(1.8775, abs=1e-4)  # the paper's quadrature figure
+    assert kl == pytest.approx(bound + log_z, abs=2e-4)  # printed to 4 decimals
+    assert kl > -3 * error  # a KL divergence
+    image = matplotlib.image.imread(out)
+    assert image.shape[:2] == (400, 800)  # 8 x 4 inches at 100 dpi: target beside flow
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+    assert saved.exists()
+
+
+def test_fit_on_a_non_normalisable_target_says_kl_is_undefined(tmp_path, capsys):
+    assert cli.main(["fit", "U2", "--flow", "radial", "--layers", "1", "--steps", "5", "--batch-size", "64",
+                     "--out", str(tmp_path / "u2.png")]) == 0
+    assert "U2 is not normalisable over R^2" in capsys.readouterr().out
+
+
+def test_unknown_target_is_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "U9"])
+    assert "invalid choice: 'U9'" in capsys.readouterr().err
