@@ -305,3 +305,9 @@ def test_stack_sample_and_log_prob_sweeps_the_flow_once(rng):
         bijectors.Stack(planar(rng, batch=(4,))))
     graph = tf.function(q.experimental_sample_and_log_prob).get_concrete_function(10, seed=[1, 2]).graph
     assert [op.type for op in graph.get_operations() if "While" in op.type] == ["StatelessWhile"]
+
+
+def test_identity_u_makes_u_hat_zero(rng):
+    from tfnf.bijectors.planar import identity_u
+    w = rng.normal(size=(6, D))
+    np.testing.assert_allclose(constrain_u(identity_u(tf.constant(w)), tf.constant(w)).numpy(), 0.0, atol=1e-15)

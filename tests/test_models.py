@@ -1,6 +1,7 @@
 """NormalizingFlow: distribution, training by reverse KL, Keras fit loop, saving, bad input."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -88,7 +89,7 @@ def test_gaussian_target_is_matched_by_the_base_alone():
 
 def test_every_trainable_weight_receives_a_gradient():
     model = make(num_layers=3)
-    model.batch_size = 64
+    model.fit(steps=2, batch_size=64, verbose=0)  # off the identity start, where b has no effect yet
     with tf.GradientTape() as tape:
         z, log_q = model.distribution.experimental_sample_and_log_prob(64, seed=[1, 2])
         loss, _ = tfnf.models.reverse_kl(log_q, targets.get("U1")(z))
@@ -148,6 +149,15 @@ def test_history_reports_loss_bound_and_beta_per_epoch():
 def test_loss_equals_bound_without_annealing():
     history = make(num_layers=2).fit(steps=10, batch_size=64, verbose=0).history
     assert history["loss"] == history["bound"] and history["beta"] == [1.0]
+
+
+def test_progress_bar_shows_the_tracked_metrics(capsys):
+    history = make(num_layers=1).fit(steps=4, steps_per_epoch=2, batch_size=32, verbose=1)
+    printed = capsys.readouterr().out
+    assert "Epoch 2/2" in printed
+    # Keras prints the trackers' values; an untracked loss would show as 0.0000.
+    shown = [float(x) for x in re.findall(r" bound: (-?[\d.e+-]+)", printed)]
+    assert shown and shown[-1] == pytest.approx(history.history["bound"][-1], rel=1e-3)
 
 
 def test_steps_are_split_into_epochs_for_callbacks():

@@ -9,7 +9,9 @@ from typing import Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import matplotlib  # noqa: E402
 
+matplotlib.use("Agg")  # the command only writes files
 from tfnf import diagnostics, models, plotting, targets  # noqa: E402
 
 
@@ -32,7 +34,8 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"KL(q || p) = bound + ln Z = {value + log_z:.4f} +- {error:.4f} nats (ln Z = {log_z:.4f})")
     else:
         print(f"KL(q || p): undefined, {args.target} is not normalisable over R^2")
-    plotting.target_and_flow(log_p, q, args.out, title=f"{args.target}, {args.flow} flow, K = {args.layers}")
+    figure = plotting.target_and_flow(log_p, q, title=f"{args.target}, {args.flow} flow, K = {args.layers}")
+    figure.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     if args.save:
         model.save(args.save)

@@ -72,14 +72,15 @@ class NormalizingFlow(keras.Model):
         trainable_base: learn the base mean and scale (default) or keep N(0, I).
         beta_schedule: inverse temperature, a float or a Keras schedule of the
             step (e.g. `paper_annealing()`); 1.0 by default.
-        flow_initializer: initialiser of the flow weights (the layer's default if None).
+        flow_options: keyword arguments of the flow layer, e.g.
+            `{"initializer": "random_normal", "start_at_identity": False}`.
         seed: seed of the sampler; step t draws with the stateless seed (seed, t),
             so runs repeat exactly and resume exactly after BackupAndRestore.
     """
 
     def __init__(self, event_size: int, num_layers: int, flow: str = "planar",
                  target_log_prob=None, trainable_base: bool = True, beta_schedule: Schedule = 1.0,
-                 flow_initializer=None, seed: Optional[int] = None, **kwargs):
+                 flow_options: Optional[dict] = None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         if dtype.compute_dtype not in ("float32", "float64") or dtype.variable_dtype != dtype.compute_dtype:
@@ -88,11 +89,10 @@ class NormalizingFlow(keras.Model):
         self.num_layers = _positive_int(num_layers, "num_layers")
         self.flow = flow
         self.trainable_base = bool(trainable_base)
-        self.flow_initializer = flow_initializer
+        self.flow_options = dict(flow_options or {})
         flow_class = layers.get_flow(flow)
-        init = {} if flow_initializer is None else {"initializer": flow_initializer}
         self.base = layers.DiagonalNormal(trainable=self.trainable_base, dtype=dtype, name="base")
-        self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **init)
+        self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
         for layer in (self.base, self.flow_layer):
             layer.build((event_size,))
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
@@ -204,11 +204,14 @@ class NormalizingFlow(keras.Model):
         if jit_compile == "auto":
             jit_compile = not kwargs.get("run_eagerly", False)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        # The weights exist from __init__ on, so the optimizer's state can too: a
+        # model saved before any fit then loads its optimizer without mismatch.
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Keras skips compile() on load when it is overridden; this one is safe to call.
         self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
             steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
@@ -245,8 +248,6 @@ class NormalizingFlow(keras.Model):
         if batch_size != self.batch_size:
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
         self.first_non_finite_step.assign(-1)
         no_data = tf.data.Dataset.from_tensors(tf.zeros([])).repeat()
         callbacks = [*(callbacks or []), _StopOnNonFinite()]
@@ -262,13 +263,13 @@ class NormalizingFlow(keras.Model):
         return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
                 "flow": self.flow, "target_log_prob": self._target_spec,
                 "trainable_base": self.trainable_base, "beta_schedule": schedule,
-                "flow_initializer": keras.saving.serialize_keras_object(self.flow_initializer),
+                "flow_options": keras.saving.serialize_keras_object(self.flow_options),
                 "seed": self._sampler_seed}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("beta_schedule", "flow_initializer"):
+        for key in ("beta_schedule", "flow_options"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

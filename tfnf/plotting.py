@@ -2,15 +2,12 @@
 
 from typing import Callable, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-
-from tfnf.diagnostics import grid_2d  # noqa: E402
+from tfnf.diagnostics import grid_2d
 
 __all__ = ["density_on_grid", "target_and_flow"]
 
@@ -26,9 +23,9 @@ def density_on_grid(log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), n
     return np.exp(np.asarray(log_prob(tf.constant(z))))
 
 
-def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution, path: str,
-                    extent: Sequence[float] = (-4.0, 4.0), num: int = 200, title: str = "") -> None:
-    """Write a PNG with the unnormalised target density beside the flow's density q."""
+def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution,
+                    extent: Sequence[float] = (-4.0, 4.0), num: int = 200, title: str = "") -> plt.Figure:
+    """The unnormalised target density beside the flow's density q, on the same grid."""
     dtype = q.dtype.as_numpy_dtype if q.dtype is not None else np.float32
     panels = [("target exp(-U)", density_on_grid(target_log_prob, extent, num, dtype)),
               ("flow q_K", density_on_grid(q.log_prob, extent, num, dtype))]
@@ -40,5 +37,4 @@ def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution
         ax.set_ylabel("$z_2$")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -12,13 +12,16 @@ from tensorflow_probability.python.internal import dtype_util, parameter_propert
 from tfnf.bijectors._checks import check_event_shapes as _check_event_shapes
 from tfnf.bijectors._checks import finiteness_checks
 
-__all__ = ["Planar", "constrain_u", "INVERSE_ITERATIONS"]
+__all__ = ["Planar", "constrain_u", "identity_u", "INVERSE_ITERATIONS"]
 
 # Newton in `_solve_alpha` converges monotonically: quadratically for a
 # well-conditioned map (under 10 steps to round-off, measured), linearly with
 # ratio ~2/3 where w.u_hat -> -1 and the map is nearly singular. 50 steps cover
 # both; the inverse is not on the training path, so the cost is only in log_prob.
 INVERSE_ITERATIONS = 50
+
+
+_SOFTPLUS_INVERSE_OF_1 = 0.5413248546129181  # ln(e - 1)
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -42,6 +45,15 @@ def constrain_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     w_sq = _dot(w, w)[..., tf.newaxis]
     safe_w_sq = tf.where(w_sq > 0, w_sq, tf.ones_like(w_sq))
     return u + (tf.math.softplus(wu) - 1.0 - wu) * w / safe_w_sq
+
+
+def identity_u(w: tf.Tensor) -> tf.Tensor:
+    """The raw u whose u_hat is 0, making the map the identity: u = ln(e - 1) w / ||w||^2.
+
+    With u parallel to w, w.u = c and u_hat = m(c) w / ||w||^2, zero where
+    m(c) = softplus(c) - 1 = 0. w: [..., D] -> [..., D].
+    """
+    return tf.constant(_SOFTPLUS_INVERSE_OF_1, w.dtype) * w / _dot(w, w)[..., tf.newaxis]
 
 
 def one_plus_w_u_hat(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:

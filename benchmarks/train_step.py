@@ -1,0 +1,91 @@
+"""Training-step speed: ms per step and time to the first step (trace + compile).
+
+    python benchmarks/train_step.py              # all tables, appends to RESULTS.md
+    python benchmarks/train_step.py --quick      # fewer steps, prints only
+
+Each figure is the median over timed steps after warm-up, measured through
+`model.fit` (so Keras' own per-step cost is included), XLA on.
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+
+import tfnf  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
+
+
+class _Clock(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.start, self.ends = time.perf_counter(), []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def measure(num_layers: int, event_size: int = 2, batch_size: int = 4096, steps: int = 300,
+            steps_per_execution: int = 1, flow: str = "planar", target="U1") -> tuple:
+    """(seconds to the first step, median ms per step) of a fresh model."""
+    keras.utils.set_random_seed(0)
+    model = tfnf.NormalizingFlow(event_size=event_size, num_layers=num_layers, flow=flow,
+                                 target_log_prob=target, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=steps_per_execution)
+    clock = _Clock()
+    model.fit(steps=steps, steps_per_epoch=steps, batch_size=batch_size, verbose=0, callbacks=[clock])
+    ends = np.array(clock.ends)
+    per_call = np.diff(ends[len(ends) // 5:])
+    return ends[0] - clock.start, 1000 * np.median(per_call) / steps_per_execution
+
+
+def gaussian_target(event_size: int):
+    scale = tf.linspace(0.5, 2.0, event_size)
+    return tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(event_size), scale_diag=scale)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer steps, print only")
+    args = parser.parse_args()
+    steps = 100 if args.quick else 400
+    lines = [f"\n## train_step.py, {datetime.date.today()}, {machine()}\n",
+             "Planar flow on U1, batch 4096, D = 2, Adam, XLA, through `model.fit`.\n",
+             "| K | steps/execution | first step (s) | ms/step |", "|---|---|---|---|"]
+    for num_layers in (2, 8, 32):
+        for per_execution in (1, 10):
+            first, ms = measure(num_layers, steps=steps, steps_per_execution=per_execution)
+            lines.append(f"| {num_layers} | {per_execution} | {first:.2f} | {ms:.2f} |")
+            print(lines[-1], flush=True)
+    lines += ["", "Cost against K (D = 2) and against D (K = 8, diagonal Gaussian target), "
+              "batch 4096, 10 steps/execution.\n", "| K | D | ms/step |", "|---|---|---|"]
+    for num_layers in (4, 8, 16, 32, 64):
+        _, ms = measure(num_layers, steps=steps, steps_per_execution=10)
+        lines.append(f"| {num_layers} | 2 | {ms:.2f} |")
+        print(lines[-1], flush=True)
+    for event_size in (2, 16, 128, 1024):
+        _, ms = measure(8, event_size=event_size, steps=steps, steps_per_execution=10,
+                        target=gaussian_target(event_size))
+        lines.append(f"| 8 | {event_size} | {ms:.2f} |")
+        print(lines[-1], flush=True)
+    if not args.quick:
+        with RESULTS.open("a") as out:
+            out.write("\n".join(lines) + "\n")
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
