@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfnf
 from tfnf import layers
@@ -74,7 +75,7 @@ def test_diagonal_normal_base_starts_at_standard_normal():
 
 def test_get_flow_lists_the_flows():
     assert layers.get_flow("radial") is layers.Radial
-    with pytest.raises(ValueError, match="known flows: planar, radial"):
+    with pytest.raises(ValueError, match="known flows: nice, planar, radial"):
         layers.get_flow("maf")
     assert isinstance(tfnf.NormalizingFlow(event_size=2, num_layers=1, flow="radial").flow_layer, layers.Radial)
 
@@ -86,3 +87,21 @@ def test_planar_maps_start_as_the_identity():
     assert not np.allclose(layer.u.numpy(), 0)  # raw u is not zero; u_hat is
     drawn = built(layers.Planar, num_layers=4, start_at_identity=False)
     assert np.abs(drawn(z).numpy() - z).max() > 0.1
+
+
+def test_nice_is_volume_preserving_invertible_and_starts_as_the_identity():
+    layer = built(layers.NICE, num_layers=3, hidden_units=8)
+    bijector = layer.bijector()
+    z = np.random.default_rng(4).normal(size=(50, 3))
+    y = bijector.forward(z).numpy()
+    np.testing.assert_allclose(y, z[:, ::-1] if layer.num_layers % 2 else z, atol=1e-14)  # zero shifts, reversals
+    for network in layer.shift_networks:  # move off the identity
+        network.layers[-1].kernel.assign(np.random.default_rng(5).normal(size=network.layers[-1].kernel.shape))
+    bijector = layer.bijector()
+    x = tf.constant(z)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = bijector.forward(x)
+    assert np.abs(tf.linalg.slogdet(tape.batch_jacobian(y, x))[1].numpy()).max() < 1e-12  # additive: det 1
+    np.testing.assert_allclose(bijector.forward_log_det_jacobian(z, event_ndims=1).numpy(), 0.0)
+    np.testing.assert_allclose(bijector.inverse(tf.constant(y.numpy())).numpy(), z, atol=1e-12)

@@ -282,7 +282,7 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
     ({"num_layers": 0}, ValueError, "num_layers must be a positive integer, got 0"),
     ({"num_layers": 2.5}, ValueError, "num_layers must be a positive integer, got 2.5"),
     ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
-    ({"flow": "sylvester"}, ValueError, "Unknown flow 'sylvester'; known flows: planar, radial"),
+    ({"flow": "sylvester"}, ValueError, "Unknown flow 'sylvester'; known flows: nice, planar, radial"),
     ({"target_log_prob": "U7"}, ValueError, "Unknown target 'U7'; known targets: U1, U2, U3, U4"),
     ({"event_size": 3}, ValueError, "U1 is defined for event_size 2"),
     ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(3, 2\), expected \(3,\)"),

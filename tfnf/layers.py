@@ -12,7 +12,7 @@ import tensorflow_probability as tfp
 from tfnf import bijectors
 from tfnf.bijectors.planar import identity_u
 
-__all__ = ["Planar", "Radial", "DiagonalNormal", "FLOWS", "get_flow"]
+__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "FLOWS", "get_flow"]
 
 tfd = tfp.distributions
 
@@ -121,6 +121,59 @@ class Radial(_FlowLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
+class NICE(keras.layers.Layer):
+    """K additive couplings (NICE, Dinh et al. 2014) from TFP, the paper's Figure 3(d) baseline.
+
+    Each coupling is `tfb.RealNVP` with a shift-only network (volume
+    preserving), followed by a reversal of the coordinates (permutation
+    mixing). The networks are Keras MLPs owned by this layer; their last layer
+    starts at zero, so every coupling starts as the identity.
+
+    Arguments:
+        num_layers: K couplings.
+        hidden_units: width of the two hidden layers of each shift network.
+    """
+
+    def __init__(self, num_layers: int = 1, hidden_units: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
+        self.num_layers, self.hidden_units = num_layers, hidden_units
+
+    def build(self, input_shape):
+        size = input_shape[-1]
+        if size < 2:
+            raise ValueError(f"NICE needs event size >= 2 to split coordinates, got {size}.")
+        self.num_masked = size // 2
+        self.shift_networks = []
+        for k in range(self.num_layers):
+            network = keras.Sequential([
+                keras.layers.Dense(self.hidden_units, activation="relu", dtype=self.dtype_policy),
+                keras.layers.Dense(self.hidden_units, activation="relu", dtype=self.dtype_policy),
+                keras.layers.Dense(size - self.num_masked, kernel_initializer="zeros", dtype=self.dtype_policy),
+            ], name=f"shift_{k}")
+            network.build((None, self.num_masked))
+            self.shift_networks.append(network)
+
+    def bijector(self) -> tfp.bijectors.Bijector:
+        """Coupling, reversal, coupling, reversal, ...: f_0 first."""
+        size = self.num_masked + self.shift_networks[0].output_shape[-1]
+        steps = []
+        for network in self.shift_networks:
+            shift = tfp.bijectors.RealNVP(num_masked=self.num_masked, is_constant_jacobian=True,
+                                          shift_and_log_scale_fn=lambda x, units, net=network: (net(x), None))
+            steps += [shift, tfp.bijectors.Permute(list(reversed(range(size))))]
+        return tfp.bijectors.Chain(list(reversed(steps)))
+
+    def call(self, z):
+        """z: [..., D] -> f(z): [..., D]."""
+        return self.bijector().forward(z)
+
+    def get_config(self):
+        return {**super().get_config(), "num_layers": self.num_layers, "hidden_units": self.hidden_units}
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
 class DiagonalNormal(keras.layers.Layer):
     """The base q0 = N(loc, diag(scale^2)), scale = softplus(raw_scale), starting at N(0, I).
 
@@ -143,11 +196,11 @@ class DiagonalNormal(keras.layers.Layer):
         return self.distribution().sample(n)
 
 
-FLOWS = {"planar": Planar, "radial": Radial}
+FLOWS = {"planar": Planar, "radial": Radial, "nice": NICE}
 
 
 def get_flow(name: str) -> type:
-    """The flow layer class called `name` ("planar" or "radial")."""
+    """The flow layer class called `name` ("planar", "radial" or "nice")."""
     if name not in FLOWS:
         raise ValueError(f"Unknown flow {name!r}; known flows: {', '.join(sorted(FLOWS))}.")
     return FLOWS[name]

@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 
 from tfnf import layers, targets
 
-__all__ = ["NormalizingFlow", "NonFiniteLossError", "paper_annealing", "reverse_kl"]
+__all__ = ["NormalizingFlow", "NonFiniteLossError", "fit_flow", "paper_annealing", "reverse_kl"]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -301,3 +301,22 @@ class _StopOnNonFinite(keras.callbacks.Callback):
             return
         self.model.stop_training = True
         raise NonFiniteLossError(message)
+
+
+def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "planar", steps: int = 2000, batch_size: int = 4096,
+             learning_rate: float = 1e-2, anneal: bool = False, seed: int = 0, dtype: str = "float32",
+             steps_per_execution: int = 10, **fit_kwargs) -> NormalizingFlow:
+    """Build, compile and fit a NormalizingFlow on a target: the loop behind the commands and notebooks.
+
+    Adam at `learning_rate` as in the seed scripts; `anneal` uses `paper_annealing()`.
+    `steps` is rounded up to a multiple of `steps_per_execution`.
+    """
+    keras.utils.set_random_seed(seed)
+    model = NormalizingFlow(event_size=event_size, num_layers=num_layers, flow=flow, target_log_prob=target,
+                            beta_schedule=paper_annealing() if anneal else 1.0, seed=seed, dtype=dtype)
+    per_execution = max(1, min(steps_per_execution, steps))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=per_execution)
+    steps_per_epoch = per_execution * max(1, 100 // per_execution)
+    model.fit(steps=steps, steps_per_epoch=min(steps_per_epoch, per_execution * math.ceil(steps / per_execution)),
+              batch_size=batch_size, **{"verbose": 0, **fit_kwargs})
+    return model

@@ -1,15 +1,16 @@
 """Pictures of targets and flows; the only module that imports matplotlib."""
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnf import targets
 from tfnf.diagnostics import grid_2d
 
-__all__ = ["density_on_grid", "target_and_flow"]
+__all__ = ["density_on_grid", "target_and_flow", "figure3", "bound_vs_flow_length"]
 
 
 def density_on_grid(log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), num: int = 200,
@@ -37,4 +38,50 @@ def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution
         ax.set_ylabel("$z_2$")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def figure3(flows: Mapping[Tuple[str, int], tfp.distributions.Distribution], extent: Sequence[float] = (-4.0, 4.0),
+            num: int = 200) -> plt.Figure:
+    """The paper's Figure 3: rows U1..U4, columns the exact density, then q_K for each K.
+
+    Arguments:
+        flows: {(target name, K): fitted q}; rows and columns follow the keys' order.
+    """
+    names = list(dict.fromkeys(name for name, _ in flows))
+    ks = list(dict.fromkeys(k for _, k in flows))
+    fig, axes = plt.subplots(len(names), len(ks) + 1, figsize=(2.2 * (len(ks) + 1), 2.2 * len(names)),
+                             squeeze=False, constrained_layout=True)
+    for row, name in zip(axes, names):
+        panels = [(density_on_grid(targets.get(name), extent, num), f"{name}: exp(-U)")]
+        panels += [(density_on_grid(flows[name, k].log_prob, extent, num), f"K = {k}") for k in ks]
+        for ax, (density, title) in zip(row, panels):
+            ax.imshow(density, origin="lower", extent=(*extent, *extent), cmap="viridis")
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return fig
+
+
+def bound_vs_flow_length(rows: Iterable[Mapping]) -> plt.Figure:
+    """The paper's Figure 3(d): the bound (nats) against K, one line per flow, error bars over seeds.
+
+    Arguments:
+        rows: records with keys "target", "flow", "K", "bound" (one per seed).
+    """
+    rows = list(rows)
+    names = list(dict.fromkeys(r["target"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False, constrained_layout=True)
+    for ax, name in zip(axes[0], names):
+        for flow in dict.fromkeys(r["flow"] for r in rows):
+            mine = [r for r in rows if r["target"] == name and r["flow"] == flow]
+            ks = sorted({r["K"] for r in mine})
+            values = [np.array([r["bound"] for r in mine if r["K"] == k]) for k in ks]
+            ax.errorbar(ks, [v.mean() for v in values], yerr=[v.std(ddof=1) if v.size > 1 else 0.0 for v in values],
+                        marker="o", capsize=3, label=flow)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("flow length K")
+        ax.set_ylabel("bound E_q[log q + U] (nats)")
+        ax.set_title(name)
+        ax.legend()
     return fig
