@@ -1,4 +1,4 @@
-"""Every notebook runs top to bottom, with its STEPS cell cut down for CI."""
+"""Every notebook runs top to bottom with its parameters cut down, and shows what it claims."""
 
 import pathlib
 import re
@@ -8,21 +8,30 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+SMALL = {"STEPS": "20", "FLOW_LENGTHS": "(1, 2)", "SEEDS": "2"}
+
+
+def run(path, tmp_path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.get("outputs") for cell in code), f"{path.name}: clear the outputs before committing"
+    assert code[0].source.startswith("# Parameters"), f"{path.name}: the first code cell holds the parameters"
+    for name, value in SMALL.items():
+        code[0].source = re.sub(rf"^{name} = .*$", f"{name} = {value}", code[0].source, flags=re.M)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for cell in code for o in cell.outputs)
+    images = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
+    return printed, images
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
-    notebook = nbformat.read(path, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
-        f"{path.name}: clear the outputs before committing"
-    parameters = [c for c in notebook.cells if c.cell_type == "code" and re.match(r"STEPS = \d+", c.source)]
-    assert len(parameters) == 1, f"{path.name}: needs one cell starting 'STEPS = <int>'"
-    parameters[0].source = re.sub(r"STEPS = \d+", "STEPS = 30", parameters[0].source)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    kl = float(re.search(r"KL\(q \|\| p\) = (-?[\d.]+)", printed).group(1))
-    bound = float(re.search(r"bound after 30 steps: (-?[\d.]+)", printed).group(1))
-    assert kl > -0.05 and bound + 1.8775 > -0.05  # a KL: non-negative up to Monte Carlo error
-    images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+def test_notebook_runs_and_its_numbers_hold(path, tmp_path):
+    printed, images = run(path, tmp_path)
     assert images, f"{path.name}: the figure was not drawn"
+    kls = [float(x) for x in re.findall(r"KL[^=\n]*= (-?[\d.]+)", printed)]
+    assert all(kl > -0.05 for kl in kls), kls  # KL >= 0 up to Monte Carlo error
+    bounds = [float(x) for x in re.findall(r"U1.*bound (-?[\d.]+)", printed) + re.findall(r"K=.*: bound (-?[\d.]+)",
+                                                                                       printed)]
+    assert all(b > -1.8775 - 0.05 for b in bounds), bounds  # the bound on U1 is at least -ln Z
+    assert kls or bounds, f"{path.name}: printed no number to check"
