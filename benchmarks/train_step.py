@@ -1,10 +1,13 @@
 """Training-step speed: ms per step and time to the first step (trace + compile).
 
+    pip install torch==2.13.0                    # the CPU build, for the baseline
     python benchmarks/train_step.py              # all tables, appends to RESULTS.md
     python benchmarks/train_step.py --quick      # fewer steps, prints only
 
-Each figure is the median over timed steps after warm-up, measured through
-`model.fit` (so Keras' own per-step cost is included), XLA on.
+Each tfnf figure is the median over timed steps after warm-up, measured through
+`model.fit` (so Keras' own per-step cost is included), XLA on. The PyTorch
+baseline (benchmarks/baselines/planar_torch.py, the seed algorithm) runs in the
+same process, alternating with tfnf in rounds, so both see the same machine load.
 """
 
 import argparse
@@ -12,6 +15,7 @@ import datetime
 import os
 import pathlib
 import platform
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +28,7 @@ import tensorflow_probability as tfp  # noqa: E402
 import tfnf  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(pathlib.Path(__file__).parent))  # for baselines/
 
 
 class _Clock(keras.callbacks.Callback):
@@ -46,6 +51,30 @@ def measure(num_layers: int, event_size: int = 2, batch_size: int = 4096, steps:
     ends = np.array(clock.ends)
     per_call = np.diff(ends[len(ends) // 5:])
     return ends[0] - clock.start, 1000 * np.median(per_call) / steps_per_execution
+
+
+def side_by_side(num_layers: int, rounds: int, steps: int, steps_per_execution: int) -> tuple:
+    """Median ms/step of tfnf and of the PyTorch seed algorithm, alternating in rounds."""
+    import torch
+
+    from baselines import planar_torch
+
+    keras.utils.set_random_seed(0)
+    model = tfnf.NormalizingFlow(event_size=2, num_layers=num_layers, target_log_prob="U1", seed=0,
+                                 trainable_base=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=steps_per_execution)
+    model.fit(steps=steps, steps_per_epoch=steps, batch_size=4096, verbose=0)  # trace and compile
+    torch_model, optimizer = planar_torch.train(num_layers, "U1", steps=3)
+    ours, theirs = [], []
+    for _ in range(rounds):
+        clock = _Clock()
+        model.fit(steps=steps, steps_per_epoch=steps, batch_size=4096, verbose=0, callbacks=[clock])
+        ours.append(1000 * np.median(np.diff(clock.ends)) / steps_per_execution)
+        start = time.perf_counter()
+        for _ in range(steps // 4):
+            planar_torch.step(torch_model, optimizer, planar_torch.u1, 4096)
+        theirs.append(1000 * (time.perf_counter() - start) / (steps // 4))
+    return float(np.median(ours)), float(np.median(theirs)), torch.get_num_threads()
 
 
 def gaussian_target(event_size: int):
@@ -81,6 +110,21 @@ def main():
                         target=gaussian_target(event_size))
         lines.append(f"| 8 | {event_size} | {ms:.2f} |")
         print(lines[-1], flush=True)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        lines.append("\nPyTorch baseline skipped: torch is not installed.")
+    else:
+        lines += ["", "Against the seed algorithm in PyTorch (benchmarks/baselines/planar_torch.py), planar, "
+                  "U1, batch 4096, D = 2, fixed N(0, I) base for both, alternating in rounds in one process.\n",
+                  "| K | tfnf steps/execution | tfnf ms/step | PyTorch ms/step | speed-up |", "|---|---|---|---|---|"]
+        for num_layers in (2, 8, 32):
+            for per_execution in (1, 10):
+                ours, theirs, threads = side_by_side(num_layers, rounds=3 if args.quick else 5, steps=steps,
+                                                     steps_per_execution=per_execution)
+                lines.append(f"| {num_layers} | {per_execution} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.1f}x |")
+                print(lines[-1], flush=True)
+        lines.append(f"\nPyTorch {torch.__version__}, {threads} threads.")
     if not args.quick:
         with RESULTS.open("a") as out:
             out.write("\n".join(lines) + "\n")

@@ -55,7 +55,7 @@ def _positive_int(value, name: str) -> int:
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class NormalizingFlow(keras.Model):
-    """q_K = K flow layers applied to a base q0, fitted to a target by reverse KL.
+    """q_K = K flow maps applied to a base q0, fitted to a target by reverse KL.
 
     `distribution` is a `tfd.TransformedDistribution` built from the current
     weights. `fit` needs no data: each step draws `batch_size` samples of q and
@@ -63,8 +63,8 @@ class NormalizingFlow(keras.Model):
 
     Arguments:
         event_size: D, the dimension of z.
-        num_layers: K >= 1.
-        flow: "planar" or "radial".
+        num_layers: K >= 1, the number of maps; they live in one layer, `flow_layer`.
+        flow: "planar", "radial" or "nice" (see `tfnf.layers.FLOWS`).
         target_log_prob: a name from `tfnf.targets.names()`, a callable z [..., D] -> [...],
             or a `tfd.Distribution`. Only registry names survive `save`; after
             `load_model` assign `model.target_log_prob` to train a model whose
@@ -112,10 +112,11 @@ class NormalizingFlow(keras.Model):
 
     @property
     def bijector(self) -> tfb.Bijector:
-        """f_K o ... o f_1 built from the current weights, a `tfnf.bijectors.Stack`.
+        """f_K o ... o f_1 built from the current weights.
 
-        The same map as `tfb.Chain([f_K, ..., f_1])`, traced as one loop so
-        tracing and compiling do not grow with K.
+        For planar and radial flows a `tfnf.bijectors.Stack`: the same map as
+        `tfb.Chain([f_K, ..., f_1])`, traced as one loop so tracing and
+        compiling do not grow with K.
         """
         return self.flow_layer.bijector()
 

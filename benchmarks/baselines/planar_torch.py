@@ -84,7 +84,7 @@ def step(model, optimizer, log_p, batch_size: int) -> float:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 @torch.no_grad()
