@@ -310,4 +310,7 @@ def test_stack_sample_and_log_prob_sweeps_the_flow_once(rng):
 def test_identity_u_makes_u_hat_zero(rng):
     from tfnf.bijectors.planar import identity_u
     w = rng.normal(size=(6, D))
-    np.testing.assert_allclose(constrain_u(identity_u(tf.constant(w)), tf.constant(w)).numpy(), 0.0, atol=1e-15)
+    w[0] = 0.0  # where w = 0 the map is a shift by u tanh(b): u must be 0 too
+    u = identity_u(tf.constant(w)).numpy()
+    np.testing.assert_allclose(constrain_u(tf.constant(u), tf.constant(w)).numpy(), 0.0, atol=1e-15)
+    np.testing.assert_array_equal(u[0], 0.0)

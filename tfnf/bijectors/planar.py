@@ -29,6 +29,12 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b, axis=-1)
 
 
+def _over_norm_sq(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """x / ||w||^2 over the last axis, and 0 where w = 0 (the map is then a shift)."""
+    w_sq = _dot(w, w)[..., tf.newaxis]
+    return tf.where(w_sq > 0, x / tf.where(w_sq > 0, w_sq, tf.ones_like(w_sq)), tf.zeros_like(x))
+
+
 def constrain_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     """The invertibility reparameterisation u -> u_hat (Appendix A.1).
 
@@ -42,9 +48,7 @@ def constrain_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
         u_hat: [..., D].
     """
     wu = _dot(w, u)[..., tf.newaxis]
-    w_sq = _dot(w, w)[..., tf.newaxis]
-    safe_w_sq = tf.where(w_sq > 0, w_sq, tf.ones_like(w_sq))
-    return u + (tf.math.softplus(wu) - 1.0 - wu) * w / safe_w_sq
+    return u + _over_norm_sq((tf.math.softplus(wu) - 1.0 - wu) * w, w)
 
 
 def identity_u(w: tf.Tensor) -> tf.Tensor:
@@ -53,7 +57,7 @@ def identity_u(w: tf.Tensor) -> tf.Tensor:
     With u parallel to w, w.u = c and u_hat = m(c) w / ||w||^2, zero where
     m(c) = softplus(c) - 1 = 0. w: [..., D] -> [..., D].
     """
-    return tf.constant(_SOFTPLUS_INVERSE_OF_1, w.dtype) * w / _dot(w, w)[..., tf.newaxis]
+    return _over_norm_sq(tf.constant(_SOFTPLUS_INVERSE_OF_1, w.dtype) * w, w)
 
 
 def one_plus_w_u_hat(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
@@ -103,13 +107,13 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
 
     Parameters are unconstrained: `u` is mapped to `u_hat` (Appendix A.1) inside,
     so any real `u, w, b` give an invertible map. The inverse solves the scalar
-    monotone equation along w by safeguarded Newton.
+    monotone equation along w by Newton's method (`_solve_alpha`).
 
     Arguments:
         u: [..., D] unconstrained.
         w: [..., D].
         b: [...] bias.
-        inverse_iterations: fixed number of Newton/bisection steps in `inverse`.
+        inverse_iterations: fixed number of Newton steps in `inverse`.
         validate_args: check shapes and finiteness of the parameters.
 
     References:
