@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tfnf  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # for baselines/
-from train_step import RESULTS, machine  # noqa: E402
+from train_step import machine, record  # noqa: E402
 
 LOG_Z_U1 = 1.8775
 
@@ -86,9 +86,7 @@ def main():
         lines.append(f"| {num_layers} | {', '.join(f'{kl:.3f}' for kl in kls)} | {covered} of {len(kls)} |")
         print(lines[-1], flush=True)
     if not args.quick:
-        with RESULTS.open("a") as out:
-            out.write("\n".join(lines) + "\n")
-        print(f"appended to {RESULTS}")
+        record(lines)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,13 @@ def gaussian_target(event_size: int):
     return tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(event_size), scale_diag=scale)
 
 
+def record(lines) -> None:
+    """Append a table's lines to RESULTS.md."""
+    with RESULTS.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    print(f"appended to {RESULTS}")
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
 
@@ -126,9 +133,7 @@ def main():
                 print(lines[-1], flush=True)
         lines.append(f"\nPyTorch {torch.__version__}, {threads} threads.")
     if not args.quick:
-        with RESULTS.open("a") as out:
-            out.write("\n".join(lines) + "\n")
-        print(f"appended to {RESULTS}")
+        record(lines)
 
 
 if __name__ == "__main__":
