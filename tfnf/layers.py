@@ -5,6 +5,8 @@ parameters and build a fresh bijector (or distribution) from them each time it
 is asked for, inside the traced training step.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -191,6 +193,28 @@ class DiagonalNormal(keras.layers.Layer):
     def distribution(self) -> tfd.Distribution:
         return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.loc),
                                           scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)))
+
+    def sample_and_log_prob(self, n: int, seed) -> tuple:
+        """n reparameterised draws z0 = loc + scale * eps of q0 and their ln q0(z0).
+
+        The same draw as `distribution().sample`, but eps comes from
+        `tf.random.stateless_normal` with the Philox algorithm: under XLA on a
+        CPU, TF's default stateless algorithm took most of a training step's
+        fixed cost (benchmarks/RESULTS.md). The training steps sample here.
+
+        Arguments:
+            n: number of draws.
+            seed: stateless seed, a pair of integers.
+        Returns:
+            (z0 [n, D], ln q0(z0) [n]).
+        """
+        loc = tf.convert_to_tensor(self.loc)
+        scale = tf.math.softplus(tf.convert_to_tensor(self.raw_scale))
+        size = loc.shape[-1]
+        eps = tf.random.stateless_normal([n, size], seed=seed, dtype=loc.dtype, alg="philox")
+        log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale))
+                 - 0.5 * size * math.log(2 * math.pi))
+        return loc + scale * eps, log_q
 
     def call(self, n):
         return self.distribution().sample(n)

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import layers, targets
+from tfnf import bijectors, layers, targets
 
 __all__ = ["NormalizingFlow", "NonFiniteLossError", "fit_flow", "paper_annealing", "reverse_kl"]
 
@@ -125,6 +125,27 @@ class NormalizingFlow(keras.Model):
         """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
         return tfd.TransformedDistribution(self.base.distribution(), self.bijector)
 
+    def sample_and_log_prob(self, n: int, seed) -> tuple:
+        """n draws z of q_K and ln q_K(z), in one forward sweep: what `train_step` uses.
+
+        The same pair as `distribution.experimental_sample_and_log_prob`, with
+        the base drawn by `DiagonalNormal.sample_and_log_prob` (Philox), eq. 13:
+        ln q_K(z_K) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
+
+        Arguments:
+            n: number of draws.
+            seed: stateless seed, a pair of integers.
+        Returns:
+            (z [n, D], ln q_K(z) [n]).
+        """
+        z0, log_q0 = self.base.sample_and_log_prob(n, seed)
+        bijector = self.bijector
+        if isinstance(bijector, bijectors.Stack):
+            z, log_det = bijector.forward_and_log_det(z0)
+        else:
+            z, log_det = bijector.forward(z0), bijector.forward_log_det_jacobian(z0, event_ndims=1)
+        return z, log_q0 - log_det
+
     def call(self, n):
         """Draw n samples of q_K: [n, D]."""
         return self.distribution.sample(n)
@@ -176,7 +197,7 @@ class NormalizingFlow(keras.Model):
     def train_step(self, data):
         beta = self._beta(self.optimizer.iterations)
         with tf.GradientTape() as tape:
-            z, log_q = self.distribution.experimental_sample_and_log_prob(self.batch_size, seed=self._step_seed())
+            z, log_q = self.sample_and_log_prob(self.batch_size, seed=self._step_seed())
             loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
