@@ -102,6 +102,13 @@ def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: 
     return s - g_over_dg(s, k, one_plus_m) - b
 
 
+def _step(constants: tuple, z: tf.Tensor) -> tuple:
+    """One planar map from its constants (u_hat, w, b, 1 + w.u_hat): (f(z), log|det df/dz|), eq. 10-12."""
+    u_hat, w, b, one_plus_m = constants
+    t = tf.tanh(_dot(w, z) + b)
+    return z + u_hat * t[..., tf.newaxis], tf.math.log(_jacobian_factor(t, one_plus_m))
+
+
 class Planar(tfp.bijectors.AutoCompositeTensorBijector):
     """Planar flow y = z + u_hat tanh(w.z + b) with an exact inverse.
 
@@ -158,6 +165,16 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
     def u_hat(self) -> tf.Tensor:
         """The constrained u, [..., D]; w.u_hat > -1."""
         return constrain_u(tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w))
+
+    def stack_step(self) -> tuple:
+        """What `Stack` needs to sweep these maps: (constants, step).
+
+        constants: u_hat, w, b and 1 + w.u_hat for every map at once ([K, ...]),
+        so the loop over maps does not recompute them map by map; step(c, z)
+        -> (f(z), log|det df/dz|) for one slice c of them.
+        """
+        u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
+        return (constrain_u(u, w), w, tf.convert_to_tensor(self._b), one_plus_w_u_hat(u, w)), _step
 
     def _pre_activation(self, z):
         return _dot(tf.convert_to_tensor(self._w), z) + self._b

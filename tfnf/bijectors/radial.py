@@ -32,6 +32,21 @@ def _solve_radius(r_y: tf.Tensor, alpha: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     return tf.where(p > 0, 2.0 * alpha * r_y / (p + disc), 0.5 * (disc - p))
 
 
+def _step(constants: tuple, z: tf.Tensor) -> tuple:
+    """One radial map from its constants (z0, alpha, s = alpha + beta): (f(z), log|det df/dz|), eq. 14."""
+    z0, alpha, s = constants
+    d = z - z0
+    r = _safe_norm(d)
+    num_dims = tf.cast(tf.shape(z)[-1], z.dtype)
+    # 1 + beta h(r) = (s + r) / (alpha + r), a ratio of positives, and eq. 14's
+    # (1 + beta h)^(D-1) (1 + beta h + beta h' r) with
+    # 1 + beta h + beta h' r = (r^2 + 2 alpha r + alpha s) / (alpha + r)^2, all terms >= 0.
+    log_alpha_r = tf.math.log(alpha + r)
+    log_det = ((num_dims - 1.0) * (tf.math.log(s + r) - log_alpha_r)
+               + tf.math.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * log_alpha_r)
+    return z0 + d * ((s + r) / (alpha + r))[..., tf.newaxis], log_det
+
+
 class Radial(tfp.bijectors.AutoCompositeTensorBijector):
     """Radial flow y = z + beta (z - z0) / (alpha + ||z - z0||) with a closed-form inverse.
 
@@ -80,12 +95,16 @@ class Radial(tfp.bijectors.AutoCompositeTensorBijector):
         """beta = -alpha + softplus(b) > -alpha, [...]."""
         return tf.math.softplus(self._b) - self.alpha()
 
+    def stack_step(self) -> tuple:
+        """What `Stack` needs to sweep these maps: (constants, step).
+
+        constants: z0, alpha and s = alpha + beta for every map at once ([K, ...]);
+        step(c, z) -> (f(z), log|det df/dz|) for one slice c of them.
+        """
+        return (tf.convert_to_tensor(self._z0), self.alpha(), tf.math.softplus(self._b)), _step
+
     def _forward(self, z):
-        d = z - self._z0
-        alpha, s = self.alpha(), tf.math.softplus(self._b)
-        r = _safe_norm(d)
-        # 1 + beta h(r) = (s + r) / (alpha + r): a ratio of positives.
-        return self._z0 + d * ((s + r) / (alpha + r))[..., tf.newaxis]
+        return _step((self._z0, self.alpha(), tf.math.softplus(self._b)), z)[0]
 
     def _inverse(self, y):
         d = y - self._z0
@@ -94,15 +113,7 @@ class Radial(tfp.bijectors.AutoCompositeTensorBijector):
         return self._z0 + d * ((alpha + r) / (s + r))[..., tf.newaxis]
 
     def _forward_log_det_jacobian(self, z):
-        alpha, s = self.alpha(), tf.math.softplus(self._b)
-        r = _safe_norm(z - self._z0)
-        num_dims = tf.cast(tf.shape(z)[-1], z.dtype)
-        # eq. 14: (1 + beta h)^(D-1) (1 + beta h + beta h' r), with
-        # 1 + beta h = (s + r)/(alpha + r) and
-        # 1 + beta h + beta h' r = (r^2 + 2 alpha r + alpha s) / (alpha + r)^2, all terms >= 0.
-        log_alpha_r = tf.math.log(alpha + r)
-        return ((num_dims - 1.0) * (tf.math.log(s + r) - log_alpha_r)
-                + tf.math.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * log_alpha_r)
+        return _step((self._z0, self.alpha(), tf.math.softplus(self._b)), z)[1]
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))

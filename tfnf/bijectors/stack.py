@@ -65,10 +65,22 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         ldj = tf.zeros(ps.shape(x)[:-1], x.dtype)  # broadcast against the layers' batch below
         ldj = ldj + tf.zeros(self._batch_shape_tensor(1), x.dtype)
 
-        def body(layer, z, ldj):
-            return layer.forward(z), ldj + layer.forward_log_det_jacobian(z, event_ndims=1)
+        if not hasattr(self._layers, "stack_step"):
+            def body(layer, z, ldj):
+                return layer.forward(z), ldj + layer.forward_log_det_jacobian(z, event_ndims=1)
 
-        return self._loop(body, (x, ldj))
+            return self._loop(body, (x, ldj))
+        # Planar and Radial hand over their per-map constants for all K maps,
+        # computed once outside the loop, and a step that uses one slice: the
+        # loop body is then a few fused element-wise ops (benchmarks/RESULTS.md).
+        constants, step = self._layers.stack_step()
+
+        def fused(k, z, ldj):
+            y, log_det = step(tf.nest.map_structure(lambda c: tf.gather(c, k), constants), z)
+            return k + 1, y, ldj + log_det
+
+        return tf.while_loop(lambda k, *_: k < self._num_layers, fused, (tf.constant(0), x, ldj),
+                             maximum_iterations=self._num_layers)[1:]
 
     def _forward(self, x):
         y, ldj = self.forward_and_log_det(x)
