@@ -54,3 +54,22 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
     for row in rows[1:]:  # the table holds what was printed, run by run
         assert row in printed
     assert matplotlib.image.imread(curve).std() > 0.05
+
+
+@pytest.mark.parametrize("argv, expected", [(["figure3"], 5e-3), (["figure3", "--learning-rate", "0.02"], 0.02),
+                                            (["bound-vs-k"], 1e-2), (["fit", "U1"], 1e-2)])
+def test_learning_rate_reaches_the_optimiser(monkeypatch, tmp_path, argv, expected):
+    rates = []
+    fit_flow = cli.models.fit_flow
+
+    def recording_fit_flow(*args, **kwargs):
+        model = fit_flow(*args, **kwargs)
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+        return model
+
+    monkeypatch.setattr(cli.models, "fit_flow", recording_fit_flow)
+    options = ["--steps", "1", "--batch-size", "16", "--out", str(tmp_path / "x.png")]
+    options += [] if argv[0] == "fit" else ["--targets", "U1", "--layers", "1"]
+    options += ["--seeds", "1"] if argv[0] == "bound-vs-k" else []
+    assert cli.main(argv + options) == 0
+    assert rates and rates == pytest.approx([expected] * len(rates))
