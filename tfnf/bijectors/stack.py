@@ -74,13 +74,7 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         # computed once outside the loop, and a step that uses one slice: the
         # loop body is then a few fused element-wise ops (benchmarks/RESULTS.md).
         constants, step = self._layers.stack_step()
-
-        def fused(k, z, ldj):
-            y, log_det = step(tf.nest.map_structure(lambda c: tf.gather(c, k), constants), z)
-            return k + 1, y, ldj + log_det
-
-        return tf.while_loop(lambda k, *_: k < self._num_layers, fused, (tf.constant(0), x, ldj),
-                             maximum_iterations=self._num_layers)[1:]
+        return _sweep(step, constants, x, ldj, self._num_layers)
 
     def _forward(self, x):
         y, ldj = self.forward_and_log_det(x)
@@ -106,3 +100,55 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
             return x, ildj - layer.forward_log_det_jacobian(x, event_ndims=1)
 
         return self._loop(body, (y, ildj), reverse=True)[1]
+
+
+def _sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tuple:
+    """(z_K, ldj + sum_k log|det df_k|) for z_{k+1} = step(constants[k], z_k), z_0 = x.
+
+    Its gradient rematerialises: the forward loop keeps only each z_k, and the
+    backward loop re-runs one step at a time under a tape to get that step's
+    vector-Jacobian product. Backpropagating the forward `tf.while_loop` instead
+    makes TF keep every intermediate of every step; under XLA on a CPU that
+    cost about a fifth of a training step at K = 32 (benchmarks/RESULTS.md).
+
+    Arguments:
+        step: (constants slice, z [..., D]) -> (z' [..., D], log-det [...]).
+        constants: a structure of [K, ...] tensors.
+        x: [..., D]; ldj: [...], the log-det so far, already of the result's shape.
+    """
+    flat = tf.nest.flatten(constants)
+
+    def at(k, tensors):
+        return tf.nest.pack_sequence_as(constants, [tf.gather(t, k) for t in tensors])
+
+    @tf.custom_gradient
+    def sweep(x, ldj, *flat):
+        def body(k, z, ldj, zs):
+            y, log_det = step(at(k, flat), z)
+            return k + 1, y, ldj + log_det, zs.write(k, z)
+
+        inputs = tf.TensorArray(x.dtype, size=num_layers, element_shape=x.shape)
+        _, y, ldj, inputs = tf.while_loop(lambda k, *_: k < num_layers, body, (0, x, ldj, inputs),
+                                          maximum_iterations=num_layers)
+        inputs = inputs.stack()
+
+        def grad(grad_y, grad_ldj):
+            # d(ldj_out)/d(log_det_k) = 1 for every k, so grad_ldj flows to each step as is.
+            def back(j, grad_z, *grads):
+                k = num_layers - 1 - j
+                z, c = inputs[k], [tf.gather(t, k) for t in flat]
+                with tf.GradientTape() as tape:
+                    tape.watch([z, *c])
+                    y, log_det = step(tf.nest.pack_sequence_as(constants, c), z)
+                grad_z, *grad_c = tape.gradient([y, log_det], [z, *c], output_gradients=[grad_z, grad_ldj],
+                                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return (j + 1, grad_z, *[g.write(k, gc) for g, gc in zip(grads, grad_c)])
+
+            grads = [tf.TensorArray(t.dtype, size=num_layers, element_shape=t.shape[1:]) for t in flat]
+            out = tf.while_loop(lambda j, *_: j < num_layers, back, (0, grad_y, *grads),
+                                maximum_iterations=num_layers)
+            return (out[1], grad_ldj, *[g.stack() for g in out[2:]])
+
+        return (y, ldj), grad
+
+    return sweep(x, ldj, *flat)
