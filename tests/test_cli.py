@@ -56,15 +56,17 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
     assert matplotlib.image.imread(curve).std() > 0.05
 
 
-@pytest.mark.parametrize("argv, expected", [(["figure3"], 5e-3), (["figure3", "--learning-rate", "0.02"], 0.02),
-                                            (["bound-vs-k"], 1e-2), (["fit", "U1"], 1e-2)])
-def test_learning_rate_reaches_the_optimiser(monkeypatch, tmp_path, argv, expected):
-    rates = []
+@pytest.mark.parametrize("argv, expected", [(["figure3"], (5e-3, True)), (["figure3", "--learning-rate", "0.02"], (0.02, True)),
+                                            (["bound-vs-k", "--no-decay"], (1e-2, False)), (["fit", "U1"], (1e-2, True))])
+def test_learning_rate_and_decay_reach_the_optimiser(monkeypatch, tmp_path, argv, expected):
+    seen = []
     fit_flow = cli.models.fit_flow
 
     def recording_fit_flow(*args, **kwargs):
         model = fit_flow(*args, **kwargs)
-        rates.append(float(model.optimizer.learning_rate.numpy()))
+        rate = model.optimizer._learning_rate  # the schedule, or the constant
+        config = rate.get_config() if hasattr(rate, "get_config") else {"initial_learning_rate": float(rate.numpy())}
+        seen.append((config["initial_learning_rate"], "alpha" in config))
         return model
 
     monkeypatch.setattr(cli.models, "fit_flow", recording_fit_flow)
@@ -72,4 +74,4 @@ def test_learning_rate_reaches_the_optimiser(monkeypatch, tmp_path, argv, expect
     options += [] if argv[0] == "fit" else ["--targets", "U1", "--layers", "1"]
     options += ["--seeds", "1"] if argv[0] == "bound-vs-k" else []
     assert cli.main(argv + options) == 0
-    assert rates and rates == pytest.approx([expected] * len(rates))
+    assert seen and all(rate == pytest.approx(expected[0]) and decayed == expected[1] for rate, decayed in seen)

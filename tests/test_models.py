@@ -329,3 +329,15 @@ def test_fit_refuses_data_and_bad_batch_sizes():
     uncompiled = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U1")
     with pytest.raises(ValueError, match="compile"):
         uncompiled.fit(steps=1)
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_fit_flow_decays_the_rate_along_a_cosine_over_exactly_the_steps_run(decay):
+    model = tfnf.models.fit_flow("U1", num_layers=1, steps=25, batch_size=32, steps_per_execution=10,
+                                 learning_rate=0.02, decay=decay)
+    assert int(model.optimizer.iterations) == 30  # rounded up to whole executions
+    rate = model.optimizer._learning_rate
+    for t in (0, 15, 30):  # 0.02 (alpha + (1 - alpha)(1 + cos(pi t / T)) / 2), alpha = 0.1, T = 30
+        expected = 0.02 * (0.1 + 0.9 * (1 + math.cos(math.pi * t / 30)) / 2) if decay else 0.02
+        value = rate(t) if callable(rate) else rate
+        assert float(value) == pytest.approx(expected, rel=1e-6)

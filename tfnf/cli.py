@@ -18,7 +18,8 @@ from tfnf import diagnostics, layers, models, plotting, targets  # noqa: E402
 def _fit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = models.fit_flow(args.target, num_layers=args.layers, flow=args.flow, steps=args.steps,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate, anneal=args.anneal,
+                            batch_size=args.batch_size, learning_rate=args.learning_rate, decay=not args.no_decay,
+                            anneal=args.anneal,
                             seed=args.seed, dtype=args.dtype, verbose=1 if args.verbose else 2)
     seconds = time.perf_counter() - start
     q, log_p = model.distribution, targets.get(args.target)
@@ -45,7 +46,8 @@ def _figure3(args: argparse.Namespace) -> int:
     for name in args.targets:
         for k in args.layers:
             model = models.fit_flow(name, num_layers=k, flow=args.flow, steps=args.steps, batch_size=args.batch_size,
-                                    learning_rate=args.learning_rate, anneal=args.anneal, seed=args.seed)
+                                    learning_rate=args.learning_rate, decay=not args.no_decay, anneal=args.anneal,
+                                    seed=args.seed)
             flows[name, k] = model.distribution
             value, error = diagnostics.bound(flows[name, k], targets.get(name), seed=args.seed)
             kl, _ = diagnostics.kl_2d(flows[name, k], targets.get(name), extent=(-4.0, 4.0))
@@ -62,7 +64,8 @@ def _bound_vs_k(args: argparse.Namespace) -> int:
             for k in args.layers:
                 for seed in range(args.seeds):
                     q = models.fit_flow(name, num_layers=k, flow=flow, steps=args.steps, batch_size=args.batch_size,
-                                        learning_rate=args.learning_rate, anneal=args.anneal, seed=seed).distribution
+                                        learning_rate=args.learning_rate, decay=not args.no_decay, anneal=args.anneal,
+                                        seed=seed).distribution
                     value, error = diagnostics.bound(q, targets.get(name), seed=seed)
                     rows.append({"target": name, "flow": flow, "K": k, "seed": seed, "bound": value,
                                  "standard_error": error})
@@ -112,7 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                                         (bound_vs_k, 500, 1024, 1e-2)):
         command.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
         command.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
-        command.add_argument("--learning-rate", type=float, default=rate, help=f"Adam learning rate (default {rate:g})")
+        command.add_argument("--learning-rate", type=float, default=rate,
+                             help=f"Adam's initial learning rate (default {rate:g})")
+        command.add_argument("--no-decay", action="store_true",
+                             help="keep the learning rate constant (default: cosine decay to a tenth of it)")
         command.add_argument("--anneal", action="store_true",
                              help="the paper's schedule beta_t = min(1, 0.01 + t / 10000)")
     return parser
