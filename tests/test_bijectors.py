@@ -312,6 +312,29 @@ def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(name, batc
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("size", [1, 3])
+def test_stack_inverts_per_example_maps_of_a_batch_size_unknown_when_traced(size, rng):
+    # The amortised case: parameters [K, B, D] with B known only at run time.
+    num, batch = 3, 5
+    u, w = rng.normal(size=(2, num, batch, size))
+    b = rng.normal(size=(num, batch))
+    y = rng.normal(size=(batch, size))
+    spec = [tf.TensorSpec([num, None, size], tf.float64)] * 2 + [tf.TensorSpec([num, None], tf.float64),
+                                                                 tf.TensorSpec([None, size], tf.float64)]
+
+    @tf.function(input_signature=spec)
+    def inverse_and_log_det(u, w, b, y):
+        stack = bijectors.Stack(bijectors.Planar(u, w, b))
+        return stack.inverse(y), stack.inverse_log_det_jacobian(y, event_ndims=1)
+
+    x, ildj = (t.numpy() for t in inverse_and_log_det(u, w, b, y))
+    for i in range(batch):
+        member = chain_of_slices(bijectors.Planar(u[:, i], w[:, i], b[:, i]), num)
+        np.testing.assert_allclose(x[i], member.inverse(y[i]).numpy(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ildj[i], member.inverse_log_det_jacobian(y[i], event_ndims=1).numpy(),
+                                   rtol=0, atol=1e-10)
+
+
 def test_stack_sample_and_log_prob_agrees_with_log_prob_through_the_inverse(rng):
     # sample_and_log_prob reuses the forward sweep's log-det; log_prob runs the inverse.
     stack = bijectors.Stack(planar(rng, batch=(6,)))

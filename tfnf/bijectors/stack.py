@@ -48,13 +48,24 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
     def _batch_shape_tensor(self, x_event_ndims):
         return self._layers.experimental_batch_shape_tensor(x_event_ndims=x_event_ndims)[1:]
 
+    def _slice(self, k) -> tfp.bijectors.Bijector:
+        """Map k: the batched bijector with every parameter gathered at k on its leading axis.
+
+        TFP's own `bijector[k]` broadcasts the parameters to a dynamic batch
+        shape first, which breaks shape invariants in the loop (and XLA's
+        gradient) when the batch size of per-example parameters is unknown.
+        """
+        layers = self._layers
+        names = layers.parameter_properties()
+        return type(layers)(**{**layers.parameters,
+                               **{name: tf.gather(layers.parameters[name], k) for name in names}})
+
     def _loop(self, body, state, reverse=False):
         """Run body(layer_k, *state) -> state for k = 0..K-1 (K-1..0 if reverse)."""
         last = self._num_layers - 1
 
         def step(k, *state):
-            layer = self._layers[last - k if reverse else k]
-            return (k + 1, *body(layer, *state))
+            return (k + 1, *body(self._slice(last - k if reverse else k), *state))
 
         return tf.while_loop(lambda k, *_: k < self._num_layers, step, (tf.constant(0), *state),
                              maximum_iterations=self._num_layers)[1:]
