@@ -14,7 +14,7 @@ import tensorflow_probability as tfp
 from tfnf import bijectors
 from tfnf.bijectors.planar import identity_u
 
-__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "FLOWS", "get_flow"]
+__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "AmortizedFlow", "FLOWS", "get_flow"]
 
 tfd = tfp.distributions
 
@@ -175,6 +175,27 @@ class NICE(keras.layers.Layer):
         return {**super().get_config(), "num_layers": self.num_layers, "hidden_units": self.hidden_units}
 
 
+def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed) -> tuple:
+    """Reparameterised draws z = loc + scale * eps of N(loc, diag(scale^2)) and their log-densities.
+
+    eps comes from `tf.random.stateless_normal` with the Philox algorithm: under
+    XLA on a CPU, TF's default stateless algorithm took most of a training
+    step's fixed cost (benchmarks/RESULTS.md). The training steps sample here.
+
+    Arguments:
+        loc, scale: [..., D] (batch shape [...]).
+        sample_shape: draws per batch member, a list or tuple of ints.
+        seed: stateless seed, a pair of integers.
+    Returns:
+        (z [*sample_shape, ..., D], ln N(z; loc, scale) [*sample_shape, ...]).
+    """
+    shape = tf.concat([tf.constant(list(sample_shape), tf.int32, shape=[len(sample_shape)]), tf.shape(loc)], 0)
+    eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
+    log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale), axis=-1)
+             - 0.5 * loc.shape[-1] * math.log(2 * math.pi))
+    return loc + scale * eps, log_q
+
+
 @keras.saving.register_keras_serializable(package="tfnf")
 class DiagonalNormal(keras.layers.Layer):
     """The base q0 = N(loc, diag(scale^2)), scale = softplus(raw_scale), starting at N(0, I).
@@ -195,12 +216,7 @@ class DiagonalNormal(keras.layers.Layer):
                                           scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)))
 
     def sample_and_log_prob(self, n: int, seed) -> tuple:
-        """n reparameterised draws z0 = loc + scale * eps of q0 and their ln q0(z0).
-
-        The same draw as `distribution().sample`, but eps comes from
-        `tf.random.stateless_normal` with the Philox algorithm: under XLA on a
-        CPU, TF's default stateless algorithm took most of a training step's
-        fixed cost (benchmarks/RESULTS.md). The training steps sample here.
+        """n reparameterised draws z0 = loc + scale * eps of q0 and their ln q0(z0) (`diagonal_normal_draw`).
 
         Arguments:
             n: number of draws.
@@ -209,12 +225,7 @@ class DiagonalNormal(keras.layers.Layer):
             (z0 [n, D], ln q0(z0) [n]).
         """
         loc = tf.convert_to_tensor(self.loc)
-        scale = tf.math.softplus(tf.convert_to_tensor(self.raw_scale))
-        size = loc.shape[-1]
-        eps = tf.random.stateless_normal([n, size], seed=seed, dtype=loc.dtype, alg="philox")
-        log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale))
-                 - 0.5 * size * math.log(2 * math.pi))
-        return loc + scale * eps, log_q
+        return diagonal_normal_draw(loc, tf.math.softplus(tf.convert_to_tensor(self.raw_scale)), [n], seed)
 
     def call(self, n):
         return self.distribution().sample(n)
@@ -228,3 +239,132 @@ def get_flow(name: str) -> type:
     if name not in FLOWS:
         raise ValueError(f"Unknown flow {name!r}; known flows: {', '.join(sorted(FLOWS))}.")
     return FLOWS[name]
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class AmortizedFlow(keras.layers.Layer):
+    """An amortised flow posterior q(z | x): Dense heads from encoder features h to the base and every map.
+
+    `call(h)` returns a dict of parameter tensors: `loc`, `scale` [B, D] of
+    q0 = N(loc, diag(scale^2)) and, for each of the K maps, the unconstrained
+    parameters of the flow's bijector stacked as [K, B, ...] (planar: `u`, `w`
+    [K, B, D], `b` [K, B]; radial: `z0` [K, B, D], `a`, `b` [K, B]).
+    `distribution(h)` is q_K with batch shape [B] and event shape [D]: the base
+    pushed through a `tfnf.bijectors.Stack` whose maps carry one set of
+    parameters per example (section 4.2). num_layers = 0 is the diagonal
+    Gaussian, through `tfb.Identity`.
+
+    Every map starts as the identity, and not at a stationary point: one head per
+    family outputs an offset from the parameter value that makes its map the
+    identity, and that head starts at zero (kernel and bias). Planar:
+    u = identity_u(w) + head_u(h), so u_hat = 0 and f = id; radial:
+    b = a + head_b(h), so beta = softplus(b) - softplus(a) = 0. The other heads
+    start as Keras' Dense (Glorot kernel, zero bias), so w, b (z0, a) differ per
+    example and the zero head has a non-zero gradient from the first step. (All
+    heads at zero would make planar maps a saddle: u = w = b = 0 has zero
+    gradient in every parameter.)
+
+    Arguments:
+        event_size: D, the latent dimension.
+        num_layers: K >= 0 maps.
+        flow: "planar" or "radial".
+        scale: "softplus" (scale = softplus(raw)) or "exp" (scale = exp(raw)) for the base.
+
+    References:
+        Rezende & Mohamed (2015), sections 4.2 and 6.2.
+    """
+
+    @staticmethod
+    def _planar(u, w, b) -> dict:
+        return {"u": identity_u(w) + u, "w": w, "b": b}
+
+    @staticmethod
+    def _radial(z0, a, b) -> dict:
+        return {"z0": z0, "a": a, "b": a + b}
+
+    # flow: (bijector, {parameter: event rank}, head outputs -> bijector parameters, the head that starts at zero)
+    families = {"planar": (bijectors.Planar, {"u": 1, "w": 1, "b": 0}, _planar, "u"),
+                "radial": (bijectors.Radial, {"z0": 1, "a": 0, "b": 0}, _radial, "b")}
+    scales = {"softplus": tf.math.softplus, "exp": tf.exp}
+
+    def __init__(self, event_size: int, num_layers: int, flow: str = "planar", scale: str = "softplus", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(event_size, bool) or not isinstance(event_size, int) or event_size < 1:
+            raise ValueError(f"AmortizedFlow: event_size must be a positive integer, got {event_size!r}.")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"AmortizedFlow: num_layers must be a non-negative integer, got {num_layers!r}.")
+        if flow not in self.families:
+            raise ValueError(f"AmortizedFlow: unknown flow {flow!r}; amortised flows: {', '.join(self.families)}.")
+        if scale not in self.scales:
+            raise ValueError(f"AmortizedFlow: unknown scale {scale!r}; choose one of: {', '.join(self.scales)}.")
+        self.event_size, self.num_layers, self.flow, self.scale = event_size, num_layers, flow, scale
+        self._bijector_class, self.parameter_ranks, self._from_heads, zero_head = self.families[flow]
+
+        def dense(units, name, **init):
+            return keras.layers.Dense(units, dtype=self.dtype_policy, name=name, **init)
+
+        self.loc_head = dense(event_size, "loc")
+        self.scale_head = dense(event_size, "scale")
+        self.flow_heads = {} if num_layers == 0 else {
+            name: dense(num_layers * event_size ** rank, name,
+                        **({"kernel_initializer": "zeros"} if name == zero_head else {}))
+            for name, rank in self.parameter_ranks.items()}
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(f"AmortizedFlow: features h must be [B, H], got shape {tuple(input_shape)}.")
+        for head in (self.loc_head, self.scale_head, *self.flow_heads.values()):
+            head.build(input_shape)
+
+    def call(self, h) -> dict:
+        """h: [B, H] -> {"loc", "scale": [B, D], and each flow parameter: [K, B, D] or [K, B]}."""
+        params = {"loc": self.loc_head(h), "scale": self.scales[self.scale](self.scale_head(h))}
+        if self.num_layers:
+            heads = {}
+            for name, head in self.flow_heads.items():
+                out = head(h)  # [B, K * D^rank], map k in the k-th block
+                out = tf.reshape(out, [-1, self.num_layers] + [self.event_size] * self.parameter_ranks[name])
+                heads[name] = tf.transpose(out, [1, 0] + list(range(2, len(out.shape))))
+            params.update(self._from_heads(**heads))
+        return params
+
+    def bijector_from(self, params: dict) -> tfp.bijectors.Bijector:
+        """The K maps with per-example parameters, f_{K-1} o ... o f_0, batch shape [B]; `tfb.Identity` if K = 0."""
+        if self.num_layers == 0:
+            return tfp.bijectors.Identity()
+        return bijectors.Stack(self._bijector_class(**{name: params[name] for name in self.parameter_ranks}))
+
+    def distribution_from(self, params: dict) -> tfd.TransformedDistribution:
+        """q_K from the parameters `call` returned: batch shape [B], event shape [D] (eq. 13)."""
+        base = tfd.MultivariateNormalDiag(loc=params["loc"], scale_diag=params["scale"])
+        return tfd.TransformedDistribution(base, self.bijector_from(params))
+
+    def sample_and_log_prob(self, params: dict, seed, sample_shape=()) -> tuple:
+        """Draws z ~ q_K(z | x) and ln q_K(z | x) in one forward sweep of the maps (eq. 13).
+
+        The same pair as `distribution_from(params).experimental_sample_and_log_prob`,
+        with the base noise drawn as `DiagonalNormal.sample_and_log_prob` does
+        (Philox, the fast stateless algorithm under XLA on a CPU):
+        z0 = loc + scale * eps and ln q_K(z) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
+
+        Arguments:
+            params: what `call` returned, `loc` and `scale` [B, D].
+            seed: stateless seed, a pair of integers.
+            sample_shape: draws per example, a tuple of ints.
+        Returns:
+            (z [*sample_shape, B, D], ln q_K(z | x) [*sample_shape, B]).
+        """
+        z0, log_q0 = diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed)
+        if self.num_layers == 0:
+            return z0, log_q0
+        z, log_det = self.bijector_from(params).forward_and_log_det(z0)
+        return z, log_q0 - log_det
+
+    def distribution(self, h) -> tfd.TransformedDistribution:
+        """q_K(z | x) for features h: [B, H]; batch shape [B], event shape [D]."""
+        return self.distribution_from(self(h))
+
+    def get_config(self):
+        return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
+                "flow": self.flow, "scale": self.scale}
+

@@ -15,7 +15,7 @@ import tensorflow_probability as tfp
 
 from tfnf import bijectors, layers, targets
 
-__all__ = ["NormalizingFlow", "NonFiniteLossError", "fit_flow", "paper_annealing", "reverse_kl"]
+__all__ = ["NormalizingFlow", "NonFiniteLossError", "GuardedTraining", "StopOnNonFinite", "fit_flow", "paper_annealing", "reverse_kl"]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -47,14 +47,69 @@ def reverse_kl(log_q: tf.Tensor, log_p: tf.Tensor, beta=1.0):
     return tf.reduce_mean(log_q - beta * log_p), tf.reduce_mean(log_q - log_p)
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    """value if it is an int >= minimum (1 by default), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
     return value
 
 
+class GuardedTraining:
+    """What tfnf's Keras models share: XLA by default, stateless step seeds, non-finite steps skipped.
+
+    Mixed into a `keras.Model` (before it). The model calls `_init_guard(seed)`
+    in `__init__` and `_apply_if_finite` in `train_step`; `fit` must reset
+    `first_non_finite_step` to -1 and add `StopOnNonFinite()` to the callbacks.
+    """
+
+    def _init_guard(self, seed: Optional[int]):
+        # The sampler's seed at step t is (seed, t): stateless, so a run restored by
+        # BackupAndRestore (which restores the optimizer's step) draws what it would have.
+        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
+        self.first_non_finite_step = keras.Variable(-1, dtype="int64", trainable=False,
+                                                    name="first_non_finite_step")
+
+    def _step_seed(self) -> tf.Tensor:
+        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
+
+    def _apply_if_finite(self, loss: tf.Tensor, grads: list, variables: list) -> tf.Tensor:
+        """Apply the update if loss and gradients are finite; returns that condition.
+
+        A non-finite step, and every step after it, is skipped entirely (no
+        moment updates either), so the weights stay those of the last good step
+        even when several steps run per execution; `StopOnNonFinite` reads the
+        recorded step and stops `fit`.
+        """
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+                               + [tf.math.is_finite(loss)])
+        clean = self.first_non_finite_step < 0
+        tf.cond(finite & clean, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        self.first_non_finite_step.assign(tf.where(
+            clean & ~finite, tf.cast(self.optimizer.iterations, tf.int64), self.first_non_finite_step))
+        return finite
+
+    def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
+        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too.
+
+        Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
+        one loop, XLA is several times faster there (benchmarks/train_step.py).
+        """
+        if jit_compile == "auto":
+            jit_compile = not kwargs.get("run_eagerly", False)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        # The weights exist from __init__ on, so the optimizer's state can too: a
+        # model saved before any fit then loads its optimizer without mismatch.
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Keras skips compile() on load when it is overridden; this one is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+
 @keras.saving.register_keras_serializable(package="tfnf")
-class NormalizingFlow(keras.Model):
+class NormalizingFlow(GuardedTraining, keras.Model):
     """q_K = K flow maps applied to a base q0, fitted to a target by reverse KL.
 
     `distribution` is a `tfd.TransformedDistribution` built from the current
@@ -95,14 +150,10 @@ class NormalizingFlow(keras.Model):
         self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
         for layer in (self.base, self.flow_layer):
             layer.build((event_size,))
-        # The sampler's seed at step t is (seed, t): stateless, so a run restored by
-        # BackupAndRestore (which restores the optimizer's step) draws what it would have.
-        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
+        self._init_guard(seed)
         self.beta_schedule = beta_schedule
         self.target_log_prob = target_log_prob
         self.batch_size = None
-        self.first_non_finite_step = keras.Variable(-1, dtype="int64", trainable=False,
-                                                    name="first_non_finite_step")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bound_tracker = keras.metrics.Mean(name="bound")
         self.beta_tracker = keras.metrics.Mean(name="beta")
@@ -187,9 +238,6 @@ class NormalizingFlow(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.bound_tracker, self.beta_tracker]
 
-    def _step_seed(self) -> tf.Tensor:
-        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
-
     def _beta(self, step) -> tf.Tensor:
         beta = self.beta_schedule(step) if callable(self.beta_schedule) else self.beta_schedule
         return tf.cast(beta, self.compute_dtype)
@@ -200,40 +248,12 @@ class NormalizingFlow(keras.Model):
             z, log_q = self.sample_and_log_prob(self.batch_size, seed=self._step_seed())
             loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
-                               + [tf.math.is_finite(loss)])
-        # A non-finite step, and every step after it, is skipped entirely (no
-        # moment updates either), so the weights stay those of the last good
-        # step even when several steps run per execution; `_StopOnNonFinite`
-        # reads the recorded step and stops `fit`.
-        clean = self.first_non_finite_step < 0
-        tf.cond(finite & clean, lambda: self.optimizer.apply(grads, variables), lambda: None)
-        self.first_non_finite_step.assign(tf.where(
-            clean & ~finite, tf.cast(self.optimizer.iterations, tf.int64), self.first_non_finite_step))
+        finite = self._apply_if_finite(loss, tape.gradient(loss, variables), variables)
         nan = tf.constant(math.nan, loss.dtype)
         self.loss_tracker.update_state(tf.where(finite, loss, nan))
         self.bound_tracker.update_state(tf.where(finite, bound, nan))
         self.beta_tracker.update_state(beta)
         return {m.name: m.result() for m in self.metrics}
-
-    def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
-        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too.
-
-        Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
-        one loop, XLA is several times faster there (benchmarks/train_step.py).
-        """
-        if jit_compile == "auto":
-            jit_compile = not kwargs.get("run_eagerly", False)
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        # The weights exist from __init__ on, so the optimizer's state can too: a
-        # model saved before any fit then loads its optimizer without mismatch.
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config):
-        # Keras skips compile() on load when it is overridden; this one is safe to call.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
             steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
@@ -272,7 +292,7 @@ class NormalizingFlow(keras.Model):
             self.train_function = None  # the sample count is baked into the traced step
         self.first_non_finite_step.assign(-1)
         no_data = tf.data.Dataset.from_tensors(tf.zeros([])).repeat()
-        callbacks = [*(callbacks or []), _StopOnNonFinite()]
+        callbacks = [*(callbacks or []), StopOnNonFinite()]
         kwargs.setdefault("shuffle", False)
         return super().fit(no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
 
@@ -305,7 +325,7 @@ def _registered_name(target) -> Optional[str]:
     return None
 
 
-class _StopOnNonFinite(keras.callbacks.Callback):
+class StopOnNonFinite(keras.callbacks.Callback):
     """Stops `fit` at the first non-finite loss and names the step.
 
     With Keras' `TerminateOnNaN` among the callbacks the run stops quietly, as

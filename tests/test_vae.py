@@ -1,0 +1,397 @@
+"""AmortizedFlow and FlowVAE: per-example flows, the ELBO, importance-sampled -ln p(x), training, saving, bad input.
+
+Each model quantity is checked against a recomputation that shares none of its
+code: numpy forward passes of the encoder and decoder, per-example `tfb.Chain`s
+of the bijectors built by hand, autodiff Jacobians and quadrature over z.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy.special import logsumexp
+
+import tfnf
+from tfnf.bijectors import Planar, Radial
+from tfnf.layers import AmortizedFlow
+from tfnf.vae import FlowVAE, negative_log_likelihood
+
+tfb, tfd = tfp.bijectors, tfp.distributions
+BIJECTORS = {"planar": Planar, "radial": Radial}
+
+
+# -- independent numpy recomputations ---------------------------------------
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def dense(x, layer):
+    return x @ layer.kernel.numpy() + layer.bias.numpy()
+
+
+def maxout(x, layer):
+    y = dense(x, layer.dense)
+    return y.reshape(*y.shape[:-1], layer.units, layer.pieces).max(axis=-1)  # windows of consecutive units
+
+
+def head_parameters(layer, h):
+    """AmortizedFlow's parameters from its head weights, in numpy: {name: [B, D] or [K, B, ...]}."""
+    scale = {"softplus": softplus, "exp": np.exp}[layer.scale]
+    params = {"loc": dense(h, layer.loc_head), "scale": scale(dense(h, layer.scale_head))}
+    K, D = layer.num_layers, layer.event_size
+    for name, rank in layer.parameter_ranks.items() if K else []:
+        out = dense(h, layer.flow_heads[name]).reshape((len(h), K) + (D,) * rank)
+        params[name] = np.moveaxis(out, 1, 0)
+    if layer.flow == "planar" and K:  # u starts from the u whose u_hat is 0: ln(e - 1) w / ||w||^2
+        w = params["w"]
+        params["u"] = params["u"] + math.log(math.e - 1) * w / np.sum(w**2, axis=-1, keepdims=True)
+    if layer.flow == "radial" and K:  # raw beta starts from raw alpha
+        params["b"] = params["a"] + params["b"]
+    return params
+
+
+def per_example_posterior(layer, params, i):
+    """q_K(z | x_i) as a tfb.Chain of the K maps' slices [k, i], f_0 first."""
+    maps = [BIJECTORS[layer.flow](*[params[n][k, i] for n in layer.parameter_ranks]) for k in range(layer.num_layers)]
+    base = tfd.MultivariateNormalDiag(params["loc"][i], params["scale"][i])
+    return tfd.TransformedDistribution(base, tfb.Chain(list(reversed(maps))))
+
+
+def gaussian_log_prob(z, loc, scale):
+    return np.sum(-0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
+
+
+def decoder_logits(model, z):
+    h = z
+    for layer in model.decoder.layers[:-1]:
+        h = maxout(h, layer)
+    return dense(h, model.decoder.layers[-1])
+
+
+def bernoulli_log_prob(x, logits):
+    return np.sum(-x * softplus(-logits) - (1 - x) * softplus(logits), axis=-1)
+
+
+# -- helpers ----------------------------------------------------------------
+
+def amortized(flow, num_layers=3, event_size=3, features=5, scale="softplus", seed=0, spread=0.5):
+    """A float64 AmortizedFlow whose heads are all drawn at random, so no map is the identity."""
+    layer = AmortizedFlow(event_size, num_layers, flow=flow, scale=scale, dtype="float64")
+    layer.build((None, features))
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(spread * rng.normal(size=weight.shape))
+    return layer
+
+
+def vae(num_layers=2, flow="planar", seed=0, data_size=12, latent_size=2, hidden_units=6, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = FlowVAE(latent_size=latent_size, hidden_units=hidden_units, num_layers=num_layers, flow=flow,
+                    data_size=data_size, seed=seed, dtype=kwargs.pop("dtype", "float64"), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
+    return model
+
+
+def randomise_posterior(model, seed=1, spread=0.5):
+    rng = np.random.default_rng(seed)
+    for weight in model.posterior_layer.weights:
+        weight.assign(spread * rng.normal(size=weight.shape))
+
+
+def binary_images(n, size, seed=0, prototypes=2, flip=0.05):
+    """Noisy copies of a few random binary prototypes: data with structure a VAE can learn."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((prototypes, size)) < 0.5
+    x = protos[rng.integers(prototypes, size=n)] ^ (rng.random((n, size)) < flip)
+    return x.astype("float32")
+
+
+def weights(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+# -- AmortizedFlow ----------------------------------------------------------
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow):
+    layer = amortized(flow)
+    h = np.random.default_rng(1).normal(size=(6, 5))
+    params = {k: v.numpy() for k, v in layer(h).items()}
+    expected = head_parameters(layer, h)
+    assert params.keys() == expected.keys()
+    for name in params:  # map k of example i in block k of the head's output
+        np.testing.assert_allclose(params[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+    q = layer.distribution(h)
+    assert q.batch_shape == [6] and q.event_shape == [3]
+    for z, log_q in (q.experimental_sample_and_log_prob(7, seed=[3, 4]),  # forward sweeps: [7, 6, 3], [7, 6]
+                     layer.sample_and_log_prob(layer(h), seed=[3, 4], sample_shape=(7,))):
+        z = tf.constant(z.numpy())  # a new tensor, so log_prob goes through the inverse, not TFP's cache
+        log_prob = q.log_prob(z).numpy()
+        for i in range(6):
+            by_chain = per_example_posterior(layer, params, i).log_prob(z[:, i]).numpy()
+            np.testing.assert_allclose(log_prob[:, i], by_chain, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(log_q.numpy()[:, i], by_chain, rtol=0, atol=1e-9)
+
+
+def test_sample_and_log_prob_draws_the_base_then_the_maps():
+    layer = amortized("planar", seed=12)
+    h = np.random.default_rng(13).normal(size=(6, 5))
+    params = layer(h)
+    z, _ = layer.sample_and_log_prob(params, seed=[1, 2], sample_shape=(2000,))
+    eps = (layer.bijector_from(params).inverse(z) - params["loc"]) / params["scale"]  # back to the base noise
+    eps = eps.numpy().reshape(-1)
+    assert abs(eps.mean()) < 4 / math.sqrt(eps.size) and abs(eps.var() - 1) < 4 * math.sqrt(2 / eps.size)
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_amortized_log_density_matches_the_autodiff_jacobian(flow):
+    layer = amortized(flow, seed=2)
+    h = np.random.default_rng(3).normal(size=(6, 5))
+    params = layer(h)
+    z0 = tf.constant(np.random.default_rng(4).normal(size=(6, 3)))
+    with tf.GradientTape() as tape:
+        tape.watch(z0)
+        z = layer.bijector_from(params).forward(z0)
+    log_det = tf.linalg.slogdet(tape.batch_jacobian(z, z0))[1].numpy()
+    assert np.abs(log_det).max() > 0.1  # the maps are far from volume preserving
+    expected = gaussian_log_prob(z0.numpy(), params["loc"].numpy(), params["scale"].numpy()) - log_det
+    q = layer.distribution_from(params)
+    np.testing.assert_allclose(q.log_prob(tf.constant(z.numpy())).numpy(), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(q.bijector.inverse(tf.constant(z.numpy())).numpy(), z0.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", ["softplus", "exp"])
+def test_no_maps_is_the_diagonal_gaussian(scale):
+    layer = amortized("planar", num_layers=0, scale=scale)
+    assert [w.path.split("/")[1] for w in layer.weights] == ["loc", "loc", "scale", "scale"]
+    h = np.random.default_rng(5).normal(size=(4, 5))
+    params = head_parameters(layer, h)
+    z = np.random.default_rng(6).normal(size=(9, 4, 3))
+    np.testing.assert_allclose(layer.distribution(h).log_prob(z).numpy(),
+                               gaussian_log_prob(z, params["loc"], params["scale"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial"])
+def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
+    keras.utils.set_random_seed(0)
+    layer = AmortizedFlow(3, 4, flow=flow, dtype="float64")
+    layer.build((None, 5))
+    h = np.random.default_rng(7).normal(size=(6, 5))
+    params = head_parameters(layer, h)
+    z0 = np.random.default_rng(8).normal(size=(6, 3))
+    np.testing.assert_allclose(layer.bijector_from(layer(h)).forward(z0).numpy(), z0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(layer.distribution(h).log_prob(z0).numpy(),
+                               gaussian_log_prob(z0, params["loc"], params["scale"]), rtol=0, atol=1e-12)
+    assert np.ptp(params["z0" if flow == "radial" else "w"], axis=1).min() > 0  # parameters differ per example
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            z = layer.bijector_from(layer(h)).forward(z0)
+            loss = tf.reduce_sum(z * np.random.default_rng(9).normal(size=z0.shape))
+        return dict(zip((w.path for w in layer.weights), tape.gradient(loss, layer.weights)))
+
+    zero_head = "u" if flow == "planar" else "b"
+    assert np.abs(gradients()[f"{layer.name}/{zero_head}/kernel"].numpy()).max() > 1e-3  # not a stationary point
+    if flow == "planar":  # with every flow head at zero instead, the maps would sit on a saddle and never move
+        for head in layer.flow_heads.values():
+            for weight in head.weights:
+                weight.assign(tf.zeros_like(weight))
+        flow_gradients = [g.numpy() for path, g in gradients().items() if path.split("/")[1] in layer.flow_heads]
+        assert len(flow_gradients) == 6 and all(np.all(g == 0) for g in flow_gradients)
+
+
+def test_every_head_receives_a_gradient_off_the_identity():
+    layer = amortized("planar", seed=10)
+    h = np.random.default_rng(11).normal(size=(6, 5))
+    with tf.GradientTape() as tape:
+        z, log_q = layer.distribution(h).experimental_sample_and_log_prob(seed=[1, 2])
+        loss = tf.reduce_mean(log_q + 0.5 * tf.reduce_sum(z**2, -1))
+    for weight, grad in zip(layer.weights, tape.gradient(loss, layer.weights)):
+        assert grad is not None and np.abs(grad.numpy()).min() > 0, weight.path
+
+
+def test_amortized_flow_config_round_trip_and_bad_arguments():
+    layer = AmortizedFlow(event_size=4, num_layers=5, flow="radial", scale="exp", name="q")
+    clone = AmortizedFlow.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config() and clone.num_layers == 5 and clone.scale == "exp"
+    for kwargs, match in [({"event_size": 0}, "event_size must be a positive integer, got 0"),
+                          ({"num_layers": -1}, "num_layers must be a non-negative integer, got -1"),
+                          ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial"),
+                          ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp")]:
+        with pytest.raises(ValueError, match=match):
+            AmortizedFlow(**{"event_size": 2, "num_layers": 1, **kwargs})
+    with pytest.raises(ValueError, match=r"features h must be \[B, H\], got shape \(2, 3, 4\)"):
+        AmortizedFlow(2, 1).build((2, 3, 4))
+
+
+# -- FlowVAE ----------------------------------------------------------------
+
+def test_reported_elbo_terms_equal_a_numpy_recomputation():
+    model = vae(num_layers=2, hidden_layers=2, maxout_pieces=3, anneal=True, seed=5)
+    randomise_posterior(model)
+    x = binary_images(8, 12, seed=1)
+    # numpy: encoder (two maxout layers) and heads
+    h = x.astype(np.float64)
+    for layer in model.encoder.layers:
+        h = maxout(h, layer)
+    params = head_parameters(model.posterior_layer, h)
+    for name, value in model.posterior_parameters(x).items():
+        np.testing.assert_allclose(value.numpy(), params[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    # the sample the first step draws, seed (seed, 0); its log q by per-example chains, the rest in numpy
+    z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[5, 0])[0].numpy()
+    log_q = np.array([per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
+                      for i in range(8)])
+    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))
+    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    expected = {"elbo": np.mean(log_px_z + log_pz - log_q), "reconstruction": np.mean(log_px_z),
+                "kl": np.mean(log_q - log_pz)}
+    assert abs(expected["kl"]) > 0.1 and abs(expected["reconstruction"]) > 1.0
+
+    evaluated = model.evaluate(x, batch_size=8, return_dict=True, verbose=0)  # beta = 1
+    for name in ("elbo", "reconstruction", "kl"):
+        assert evaluated[name] == pytest.approx(expected[name], rel=1e-6), name  # Keras metrics are float32
+    assert evaluated["loss"] == pytest.approx(-expected["elbo"], rel=1e-6)
+
+    model.reset_metrics()
+    trained = model.train_on_batch(x, return_dict=True)  # step 0: beta_0 = 0.01 on ln p(x, z)
+    assert trained["loss"] == pytest.approx(np.mean(log_q - 0.01 * (log_px_z + log_pz)), rel=1e-6)
+    assert trained["elbo"] == pytest.approx(expected["elbo"], rel=1e-6)
+
+
+def test_with_maps_at_the_identity_the_model_equals_the_diagonal_gaussian_dlgm():
+    gaussian, flow = vae(num_layers=0, seed=3), vae(num_layers=3, seed=4)
+    shared = {v.path: v for v in gaussian.weights}
+    for v in flow.weights:
+        if v.path in shared:
+            v.assign(shared[v.path])
+    assert len(flow.trainable_variables) == len(gaussian.trainable_variables) + 6  # u, w, b heads
+    x = binary_images(10, 12, seed=2)
+    terms_gaussian = gaussian.log_weight_terms(x, seed=[7, 8])
+    terms_flow = flow.log_weight_terms(x, seed=[7, 8])
+    for a, b in zip(terms_gaussian, terms_flow):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_layers", [0, 2])
+def test_importance_sampled_likelihood_matches_quadrature_over_z(num_layers):
+    model = vae(num_layers=num_layers, latent_size=1, data_size=6, hidden_units=4, maxout_pieces=2, seed=6)
+    rng = np.random.default_rng(3)
+    for weight in model.decoder.weights:  # a decoder with a say, so the posterior is not the prior
+        weight.assign(rng.normal(size=weight.shape))
+    x = (np.random.default_rng(4).random((4, 6)) < 0.5).astype("float32")
+    dz = 1e-3
+    grid = np.arange(-12.0, 12.0 + dz / 2, dz)[:, None]  # p(x) = integral of p(x | z) N(z; 0, 1) dz
+    log_joint = bernoulli_log_prob(x[:, None, :], decoder_logits(model, grid)[None]) + gaussian_log_prob(grid, 0, 1)
+    log_px = logsumexp(log_joint, axis=1) + math.log(dz)
+    posterior = np.exp(log_joint - log_px[:, None]) * dz
+    mean = posterior @ grid[:, 0]
+    sd = np.sqrt(posterior @ grid[:, 0] ** 2 - mean**2)
+    # A proposal near each posterior, 1.5 times wider so the weights have a finite variance: the base heads
+    # solved for loc = mean and scale = 1.5 sd at these 4 images; the maps a little off the identity.
+    h = x.astype(np.float64)
+    for layer in model.encoder.layers:
+        h = maxout(h, layer)
+    features = np.c_[h, np.ones(len(h))]
+    q = model.posterior_layer
+    for head, target in ((q.loc_head, mean), (q.scale_head, np.log(np.expm1(1.5 * sd)))):
+        solution = np.linalg.lstsq(features, target[:, None], rcond=None)[0]
+        head.kernel.assign(solution[:-1])
+        head.bias.assign(solution[-1])
+    for head in q.flow_heads.values():
+        for weight in head.weights:
+            weight.assign(0.2 * rng.normal(size=weight.shape))
+
+    # 3 + 1 images; 6 chunks of 3334 samples, trimmed to 20,000
+    estimate = negative_log_likelihood(model, x, num_samples=20_000, batch_size=3, samples_per_chunk=3500, seed=1,
+                                       jit_compile=False)
+    np.testing.assert_allclose(estimate.per_image, -log_px, rtol=0, atol=0.05)  # about 4 standard errors
+    assert estimate.mean == pytest.approx(-log_px.mean(), abs=0.03)
+    assert estimate.standard_error == pytest.approx(np.std(estimate.per_image, ddof=1) / 2.0, rel=1e-12)
+    elbo = model.evaluate(np.tile(x, (500, 1)), batch_size=2000, return_dict=True, verbose=0)["elbo"]
+    assert -elbo > -log_px.mean() + 0.1  # the ELBO of this q is looser by far than the estimate's error
+
+
+def test_fit_on_mnist_lowers_the_negative_elbo_and_the_likelihood_estimate(mnist_subset_path):
+    keras.utils.set_random_seed(0)
+    model = FlowVAE(latent_size=2, hidden_units=16, num_layers=2, seed=0)  # 784 pixels, XLA: the defaults
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    dataset = tfnf.datasets.binarized_mnist("train", mnist_subset_path).take(256).batch(32)  # batch unknown when traced
+    x_test = tfnf.datasets.load_binarized_mnist("test", mnist_subset_path)[:100]
+    before = model.evaluate(x_test, batch_size=100, return_dict=True, verbose=0)
+    history = model.fit(dataset, epochs=8, verbose=0).history
+    after = model.evaluate(x_test, batch_size=100, return_dict=True, verbose=0)
+    nll = negative_log_likelihood(model, x_test, num_samples=20, batch_size=100)
+    assert sorted(history) == ["elbo", "kl", "loss", "reconstruction"]
+    assert int(model.optimizer.iterations) == 64
+    assert history["loss"][-1] < history["loss"][0] - 50.0
+    assert before["loss"] > 500.0 and after["loss"] < 300.0  # from near 784 ln 2 = 543 nats per image
+    assert after["elbo"] == pytest.approx(after["reconstruction"] - after["kl"], rel=1e-5)
+    # E ln p_S(x) >= ELBO: the importance-sampled -ln p(x) is below -ELBO on the same images
+    assert nll.mean < after["loss"] - 1.0
+
+
+def test_save_and_load_give_the_same_elbo_on_fixed_seeds(tmp_path):
+    model = vae(num_layers=2, flow="radial", anneal=True, scale="exp", seed=8)
+    x = binary_images(64, 12, seed=6)
+    model.fit(x, batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "vae.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, FlowVAE) and loaded.get_config() == model.get_config()
+    for a, b in zip(weights(loaded), weights(model)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(loaded.log_weight_terms(x, seed=[1, 2]), model.log_weight_terms(x, seed=[1, 2])):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded.evaluate(x, batch_size=64, return_dict=True, verbose=0) == \
+        model.evaluate(x, batch_size=64, return_dict=True, verbose=0)
+    loaded.fit(x, batch_size=16, epochs=1, verbose=0)  # and it trains on
+    assert int(loaded.optimizer.iterations) == 8
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if math.isfinite(logs["loss"]):
+            self.last_good = weights(self.model)
+
+
+def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_weights():
+    model = vae(num_layers=2)
+    x = binary_images(64, 12, seed=7)
+    x[27, 3] = np.nan  # in batch 3 (0-based) of 8 images
+    snapshots = _Snapshots()
+    with pytest.raises(tfnf.NonFiniteLossError, match="training step 4: .* weights are those after step 3"):
+        model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[snapshots])
+    assert int(model.optimizer.iterations) == 3
+    for a, b in zip(weights(model), snapshots.last_good):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"latent_size": 0}, ValueError, "latent_size must be a positive integer, got 0"),
+    ({"hidden_units": 2.5}, ValueError, "hidden_units must be a positive integer, got 2.5"),
+    ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
+    ({"data_size": True}, ValueError, "data_size must be a positive integer, got True"),
+    ({"maxout_pieces": 0}, ValueError, "maxout_pieces must be a positive integer, got 0"),
+    ({"flow": "nice"}, ValueError, "unknown flow 'nice'; amortised flows: planar, radial"),
+    ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
+])
+def test_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FlowVAE(**{"latent_size": 2, "hidden_units": 4, "data_size": 8, **kwargs})
+
+
+def test_bad_data_is_named():
+    model = vae(num_layers=1)
+    with pytest.raises(ValueError, match=r"data_size=12 pixels, shape \[B, 12\]; got shape \(10, 5\)"):
+        model.fit(np.zeros((10, 5), "float32"), verbose=0)
+    with pytest.raises(ValueError, match=r"got shape \(None, 3\)"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices(np.zeros((4, 3), "float32")).batch(2), verbose=0)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
+        negative_log_likelihood(model, np.zeros((2, 12)), num_samples=0)
+    with pytest.raises(ValueError, match=r"images must be \[N, 12\] with N >= 1, got shape \(2, 13\)"):
+        negative_log_likelihood(model, np.zeros((2, 13)))
