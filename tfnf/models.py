@@ -63,6 +63,13 @@ class GuardedTraining:
     `first_non_finite_step` to -1 and add `StopOnNonFinite()` to the callbacks.
     """
 
+    def _float_policy(self):
+        """The model's dtype policy, if float32 or float64 throughout; else a TypeError."""
+        policy = self.dtype_policy
+        if policy.compute_dtype not in ("float32", "float64") or policy.variable_dtype != policy.compute_dtype:
+            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {policy.name!r}.")
+        return policy
+
     def _init_guard(self, seed: Optional[int]):
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
         # BackupAndRestore (which restores the optimizer's step) draws what it would have.
@@ -137,9 +144,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                  target_log_prob=None, trainable_base: bool = True, beta_schedule: Schedule = 1.0,
                  flow_options: Optional[dict] = None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        dtype = self.dtype_policy
-        if dtype.compute_dtype not in ("float32", "float64") or dtype.variable_dtype != dtype.compute_dtype:
-            raise TypeError(f"NormalizingFlow: dtype must be float32 or float64, got {dtype.name!r}.")
+        dtype = self._float_policy()
         self.event_size = _positive_int(event_size, "event_size")
         self.num_layers = _positive_int(num_layers, "num_layers")
         self.flow = flow

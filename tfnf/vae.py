@@ -92,9 +92,7 @@ class FlowVAE(GuardedTraining, keras.Model):
                  *, data_size: int = 784, hidden_layers: int = 1, maxout_pieces: int = 4, scale: str = "softplus",
                  anneal: bool = False, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        dtype = self.dtype_policy
-        if dtype.compute_dtype not in ("float32", "float64") or dtype.variable_dtype != dtype.compute_dtype:
-            raise TypeError(f"FlowVAE: dtype must be float32 or float64, got {dtype.name!r}.")
+        dtype = self._float_policy()
         self.latent_size = _positive_int(latent_size, "latent_size")
         self.hidden_units = _positive_int(hidden_units, "hidden_units")
         self.num_layers = _positive_int(num_layers, "num_layers", minimum=0)
