@@ -124,35 +124,6 @@ def _append_row(table: str, row: dict) -> None:
                       f"{row['nll']} +- {row['nll_se']} | {row['images_per_s']} |\n")
 
 
-def _tiles(images: np.ndarray, columns: int) -> np.ndarray:
-    """Images [N, 784] as one picture, `columns` 28 x 28 tiles a row, with a 2-pixel grey border."""
-    rows = math.ceil(len(images) / columns)
-    canvas = np.full((rows * 30 + 2, columns * 30 + 2), 0.5)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[2 + 30 * r: 30 * r + 30, 2 + 30 * c: 30 * c + 30] = image.reshape(28, 28)
-    return canvas
-
-
-def _samples_and_reconstructions(model: vae.FlowVAE, images: np.ndarray, seed: int):
-    """Mean images of the prior's samples, then test images beside their reconstructions, as a figure."""
-    import matplotlib.pyplot as plt
-
-    z = model.prior.sample(64, seed=(seed, 1))
-    samples = keras.ops.convert_to_numpy(keras.ops.sigmoid(model.decode(z)))
-    x = images[:32].astype(model.compute_dtype)
-    z_x = model.posterior(x).sample(seed=(seed, 2))
-    recon = keras.ops.convert_to_numpy(keras.ops.sigmoid(model.decode(z_x)))
-    pairs = np.stack([x, recon], axis=1).reshape(-1, x.shape[1])  # image, its reconstruction, next image, ...
-    figure, axes = plt.subplots(1, 2, figsize=(9, 4.8), constrained_layout=True)
-    for ax, picture, title in ((axes[0], _tiles(samples, 8), "samples: x ~ p(x | z), z ~ p(z)"),
-                               (axes[1], _tiles(pairs, 8), "test images | reconstructions")):
-        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    return figure
-
-
 def _vae(args: argparse.Namespace) -> int:
     keras.utils.set_random_seed(args.seed)
     train = datasets.binarized_mnist("train", args.data)
@@ -192,7 +163,7 @@ def _vae(args: argparse.Namespace) -> int:
         _append_row(args.table, row)
         print(f"appended to {args.table}")
     out = args.out or f"vae_{args.flow}_k{args.layers}.png"
-    _samples_and_reconstructions(model, test, args.seed).savefig(out, dpi=100)
+    plotting.samples_and_reconstructions(model, test, args.seed).savefig(out, dpi=100)
     print(f"wrote {out}")
     if args.save:
         model.save(args.save)

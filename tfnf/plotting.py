@@ -10,7 +10,7 @@ import tensorflow_probability as tfp
 from tfnf import targets
 from tfnf.diagnostics import grid_2d
 
-__all__ = ["density_on_grid", "target_and_flow", "figure3", "bound_vs_flow_length"]
+__all__ = ["density_on_grid", "target_and_flow", "figure3", "bound_vs_flow_length", "samples_and_reconstructions"]
 
 
 def density_on_grid(log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), num: int = 200,
@@ -85,3 +85,36 @@ def bound_vs_flow_length(rows: Iterable[Mapping]) -> plt.Figure:
         ax.set_title(name)
         ax.legend()
     return fig
+
+
+def _tiles(images: np.ndarray, columns: int) -> np.ndarray:
+    """Images [N, 784] as one picture, `columns` 28 x 28 tiles a row, with a 2-pixel grey border."""
+    rows = -(-len(images) // columns)
+    canvas = np.full((rows * 30 + 2, columns * 30 + 2), 0.5)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[2 + 30 * r: 30 * r + 30, 2 + 30 * c: 30 * c + 30] = image.reshape(28, 28)
+    return canvas
+
+
+def samples_and_reconstructions(model, images: np.ndarray, seed: int = 0) -> plt.Figure:
+    """A `tfnf.vae.FlowVAE`'s mean images at 64 prior samples, and 32 images beside their reconstructions.
+
+    Arguments:
+        model: a FlowVAE on 28 x 28 images.
+        images: [N >= 32, 784] in [0, 1].
+        seed: stateless seeds (seed, 1) for the prior and (seed, 2) for q(z | x).
+    """
+    z = model.prior.sample(64, seed=(seed, 1))
+    samples = tf.sigmoid(model.decode(z)).numpy()
+    x = images[:32].astype(model.compute_dtype)
+    z_x = model.posterior(x).sample(seed=(seed, 2))
+    recon = tf.sigmoid(model.decode(z_x)).numpy()
+    pairs = np.stack([x, recon], axis=1).reshape(-1, x.shape[1])  # image, its reconstruction, next image, ...
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.8), constrained_layout=True)
+    for ax, picture, title in ((axes[0], _tiles(samples, 8), "samples: x ~ p(x | z), z ~ p(z)"),
+                               (axes[1], _tiles(pairs, 8), "test images | reconstructions")):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    return figure
