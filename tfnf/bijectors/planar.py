@@ -176,11 +176,8 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
         u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
         return (constrain_u(u, w), w, tf.convert_to_tensor(self._b), one_plus_w_u_hat(u, w)), _step
 
-    def _pre_activation(self, z):
-        return _dot(tf.convert_to_tensor(self._w), z) + self._b
-
     def _forward(self, z):
-        return z + self.u_hat() * tf.tanh(self._pre_activation(z))[..., tf.newaxis]
+        return _step(self.stack_step()[0], z)[0]
 
     def _inverse(self, y):
         u, w, b = (tf.convert_to_tensor(p) for p in (self._u, self._w, self._b))
@@ -188,8 +185,7 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
         return y - constrain_u(u, w) * tf.tanh(alpha + b)[..., tf.newaxis]
 
     def _forward_log_det_jacobian(self, z):
-        u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
-        return tf.math.log(_jacobian_factor(tf.tanh(self._pre_activation(z)), one_plus_w_u_hat(u, w)))
+        return _step(self.stack_step()[0], z)[1]
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))
