@@ -297,8 +297,9 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"num_layers": 0}, ValueError, "num_layers must be a positive integer, got 0"),
-    ({"num_layers": 2.5}, ValueError, "num_layers must be a positive integer, got 2.5"),
+    ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
+    ({"num_layers": 2.5}, ValueError, "num_layers must be an integer >= 0, got 2.5"),
+    ({"base": "cholesky"}, ValueError, "base must be one of diagonal, full_rank, got 'cholesky'"),
     ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
     ({"flow": "sylvester"}, ValueError, "Unknown flow 'sylvester'; known flows: nice, planar, radial"),
     ({"target_log_prob": "U7"}, ValueError, "Unknown target 'U7'; known targets: U1, U2, U3, U4"),

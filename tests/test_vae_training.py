@@ -2,10 +2,7 @@
 
 The strategy runs happen in a fresh interpreter (tests/mirrored_strategy_check.py):
 two logical CPU devices can only be configured before TensorFlow initialises
-its devices. The shipped FlowVAE and NormalizingFlow fail there; the helper also
-runs the changes proposed for tfnf/models.py and tfnf/vae.py (its
-`Recommended*` classes), and the tests marked xfail(strict) turn into failures,
-to be unmarked, once the library carries them.
+its devices. Each run is compared with the same run on one device.
 """
 
 import json
@@ -24,6 +21,7 @@ from tfnf import datasets
 from tfnf.vae import FlowVAE
 
 HELPER = pathlib.Path(__file__).with_name("mirrored_strategy_check.py")
+MULTI_WORKER = pathlib.Path(__file__).with_name("multi_worker_check.py")
 EXACT = 1e-12  # float64: the replicas sum the same numbers in another order
 
 
@@ -37,49 +35,53 @@ def mirrored():
 
 # -- MirroredStrategy -------------------------------------------------------
 
-def test_two_replicas_train_as_one_device_with_the_proposed_changes(mirrored):
+def test_two_replicas_train_as_one_device(mirrored):
     one, two = mirrored["one_device"], mirrored["mirrored"]
     assert mirrored["replicas"] == 2
     assert two["iterations"] == one["iterations"] == 4  # 65 images in batches of 20; the last, 5, split 3 + 2
     assert one["moved"] > 0.05  # the weights moved far more than the tolerance below
     assert two["weights_vs_one_device"] < EXACT
     assert two["nll_vs_one_device"] < EXACT  # a model trained under the strategy evaluates as usual
-    assert two["jit_compile"] is False  # XLA cannot compile a step spanning two devices
+    assert two["jit_compile"] is False  # "auto": XLA cannot compile an update applied across replicas
 
 
-def test_each_proposed_change_to_flow_vae_is_needed(mirrored):
-    fixed, shipped = mirrored["fixed_draws"], mirrored["shipped_draws"]
-    # Drawing the global batch's noise and keeping this replica's rows: each replica draws what one device does.
-    assert fixed["replica0_vs_one_device"] == 0 and fixed["replica1_vs_one_device"] == 0
-    # The shipped draw: both replicas use the seed (seed, step) for their half batch, so replica 1 repeats
-    # replica 0's noise instead of drawing the second half of one device's.
-    assert shipped["replica1_vs_replica0"] < EXACT and shipped["replica1_vs_one_device"] > 0.1
-    # Undo either change and two replicas no longer train as one device.
-    assert mirrored["without_fix_noise_vs_one_device"] > 1e-3
-    assert mirrored["without_fix_scale_vs_one_device"] > 1e-3  # gradients summed over replicas, not averaged
+def test_evaluate_under_the_strategy_averages_over_images_as_one_device(mirrored):
+    # The last batch of 5 splits 3 + 2: per-batch means would differ by about 1e-2 here.
+    assert mirrored["mirrored"]["evaluate_keys"] == ["elbo", "kl", "loss", "reconstruction"]
+    assert mirrored["mirrored"]["evaluate_vs_one_device"] < 1e-4  # the metrics accumulate in float32
 
 
-def test_normalizing_flow_on_two_replicas_trains_as_one_device_with_the_proposed_changes(mirrored):
+def test_each_replica_draws_its_rows_of_one_devices_noise(mirrored):
+    with_rows, without = mirrored["draws_with_rows"], mirrored["draws_without_rows"]
+    assert with_rows["replica0_vs_one_device"] == 0 and with_rows["replica1_vs_one_device"] == 0
+    # Without `rows` both replicas use the seed (seed, step) for their half batch: replica 1 repeats replica 0's
+    # noise instead of drawing the second half of one device's, and training no longer matches one device.
+    assert without["replica1_vs_replica0"] < EXACT and without["replica1_vs_one_device"] > 0.1
+    assert mirrored["without_rows_vs_one_device"] > 1e-3
+
+
+def test_a_non_finite_step_on_one_replica_stops_both_with_the_last_good_weights(mirrored):
+    assert mirrored["non_finite_error"].startswith("NonFiniteLossError: Non-finite loss or gradient at training step 3")
+    assert mirrored["non_finite_weights_vs_two_steps"] < EXACT
+
+
+def test_normalizing_flow_on_two_replicas_trains_as_one_device(mirrored):
     assert mirrored["flow_one_device"]["moved"] > 1e-2
     assert mirrored["flow_mirrored"]["weights_vs_one_device"] < EXACT
+    assert "batch_size (63) must be a multiple of the strategy's 2 replicas" in mirrored["flow_odd_batch_error"]
 
 
-@pytest.mark.xfail(strict=True, reason="tfnf/models.py GuardedTraining._apply_if_finite: optimizer.apply (a "
-                                       "merge_call) inside tf.cond in replica context; see mirrored_strategy_check.py")
-def test_shipped_flow_vae_trains_under_mirrored_strategy(mirrored):
-    assert mirrored["shipped_vae_error"] is None
-
-
-@pytest.mark.xfail(strict=True, reason="tfnf/vae.py: every replica draws with the seed (seed, step) for its own "
-                                       "half batch, so replica 1 repeats replica 0's noise")
-def test_shipped_replicas_draw_what_one_device_draws(mirrored):
-    assert mirrored["shipped_draws"]["replica1_vs_one_device"] < EXACT
-
-
-@pytest.mark.xfail(strict=True, reason="tfnf/models.py NormalizingFlow.fit feeds scalar dummy elements, which a "
-                                       "strategy cannot split; then the GuardedTraining merge_call error")
-def test_shipped_normalizing_flow_trains_under_mirrored_strategy(mirrored):
-    assert mirrored["shipped_flow_error"] is None
+def test_two_workers_train_as_one_device():
+    # Two interpreters with their own TF_CONFIG, talking over 127.0.0.1, as two hosts would.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(MULTI_WORKER)], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert out["vae_moved"] > 0.05
+    assert out["vae_vs_one_device"] < EXACT and out["vae_workers_agree"] == 0
+    assert out["flow_vs_one_device"] < EXACT
+    assert out["vae_loss_vs_one_device"] < 1e-5 and out["flow_loss_vs_one_device"] < 1e-5  # float32 metrics
 
 
 # -- BackupAndRestore ---------------------------------------------------------

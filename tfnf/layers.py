@@ -6,6 +6,7 @@ is asked for, inside the traced training step.
 """
 
 import math
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -14,7 +15,7 @@ import tensorflow_probability as tfp
 from tfnf import bijectors
 from tfnf.bijectors.planar import identity_u
 
-__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "AmortizedFlow", "FLOWS", "get_flow"]
+__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "FullRankNormal", "BASES", "AmortizedFlow", "FLOWS", "get_flow", "diagonal_normal_draw", "replica_rows"]
 
 tfd = tfp.distributions
 
@@ -175,22 +176,52 @@ class NICE(keras.layers.Layer):
         return {**super().get_config(), "num_layers": self.num_layers, "hidden_units": self.hidden_units}
 
 
-def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed) -> tuple:
+def replica_rows(batch) -> Optional[tuple]:
+    """Where this replica's rows lie in the global batch, under a `tf.distribute` strategy.
+
+    Arguments:
+        batch: this replica's batch size, a scalar int32 tensor.
+    Returns:
+        (offset, total), scalar tensors: this replica holds rows offset ...
+        offset + batch - 1 of a global batch of `total`; None outside a strategy
+        or with one replica. Each replica gathers every replica's size, so a last
+        batch that the strategy splits unevenly is placed right.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return None
+    sizes = replica.all_gather(tf.reshape(tf.cast(batch, tf.int32), [1]), axis=0)  # [replicas]
+    return tf.reduce_sum(sizes[:replica.replica_id_in_sync_group]), tf.reduce_sum(sizes)
+
+
+def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, rows=None) -> tuple:
     """Reparameterised draws z = loc + scale * eps of N(loc, diag(scale^2)) and their log-densities.
 
     eps comes from `tf.random.stateless_normal` with the Philox algorithm: under
     XLA on a CPU, TF's default stateless algorithm took most of a training
     step's fixed cost (benchmarks/RESULTS.md). The training steps sample here.
 
+    Under a `tf.distribute` strategy each replica holds a slice of the global
+    batch; with `rows` it draws the global batch's noise and keeps its own rows,
+    so the replicas together draw what one device would, not the same noise twice.
+
     Arguments:
         loc, scale: [..., D] (batch shape [...]).
         sample_shape: draws per batch member, a list or tuple of ints.
         seed: stateless seed, a pair of integers.
+        rows: None, or (offset, total) from `replica_rows`: this call's draws are
+            rows offset ... of the first axis of a draw whose first axis is `total`.
     Returns:
         (z [*sample_shape, ..., D], ln N(z; loc, scale) [*sample_shape, ...]).
     """
     shape = tf.concat([tf.constant(list(sample_shape), tf.int32, shape=[len(sample_shape)]), tf.shape(loc)], 0)
-    eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
+    if rows is None:
+        eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
+    else:
+        offset, total = rows
+        eps = tf.random.stateless_normal(tf.tensor_scatter_nd_update(shape, [[0]], [total]), seed=seed,
+                                         dtype=loc.dtype, alg="philox")
+        eps = eps[offset:offset + shape[0]]
     log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale), axis=-1)
              - 0.5 * loc.shape[-1] * math.log(2 * math.pi))
     return loc + scale * eps, log_q
@@ -215,20 +246,70 @@ class DiagonalNormal(keras.layers.Layer):
         return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.loc),
                                           scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)))
 
-    def sample_and_log_prob(self, n: int, seed) -> tuple:
+    def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
         """n reparameterised draws z0 = loc + scale * eps of q0 and their ln q0(z0) (`diagonal_normal_draw`).
 
         Arguments:
             n: number of draws.
             seed: stateless seed, a pair of integers.
+            rows: None, or (offset, total): these n draws are rows offset ... of `total` (see `diagonal_normal_draw`).
         Returns:
             (z0 [n, D], ln q0(z0) [n]).
         """
         loc = tf.convert_to_tensor(self.loc)
-        return diagonal_normal_draw(loc, tf.math.softplus(tf.convert_to_tensor(self.raw_scale)), [n], seed)
+        return diagonal_normal_draw(loc, tf.math.softplus(tf.convert_to_tensor(self.raw_scale)), [n], seed, rows)
 
     def call(self, n):
         return self.distribution().sample(n)
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class FullRankNormal(keras.layers.Layer):
+    """The base q0 = N(loc, L L^T): the standard normal under Shift(loc) o ScaleMatvecTriL(L), starting at N(0, I).
+
+    L is lower triangular with a positive diagonal, `tfb.FillScaleTriL` (softplus
+    diagonal) of the D (D + 1) / 2 weights `raw_scale_tril`. An affine map of
+    full rank in front of the flow: it captures a Gaussian's correlations that
+    planar maps, each a rank-one change, learn slowly.
+    """
+
+    def build(self, input_shape):
+        size = input_shape[-1]
+        self.loc = self.add_weight(shape=(size,), initializer="zeros", name="loc")
+        identity = self._fill().inverse(tf.eye(size, dtype="float64")).numpy()  # so that L starts as I
+        self.raw_scale_tril = self.add_weight(shape=(size * (size + 1) // 2,),
+                                              initializer=keras.initializers.Constant(identity),
+                                              name="raw_scale_tril")
+
+    @staticmethod
+    def _fill() -> tfp.bijectors.Bijector:
+        return tfp.bijectors.FillScaleTriL(diag_bijector=tfp.bijectors.Softplus(), diag_shift=None)
+
+    def scale_tril(self) -> tf.Tensor:
+        """L: [D, D]."""
+        return self._fill().forward(tf.convert_to_tensor(self.raw_scale_tril))
+
+    def distribution(self) -> tfd.Distribution:
+        loc = tf.convert_to_tensor(self.loc)
+        standard = tfd.MultivariateNormalDiag(loc=tf.zeros_like(loc), scale_diag=tf.ones_like(loc))
+        affine = tfp.bijectors.Shift(loc)(tfp.bijectors.ScaleMatvecTriL(self.scale_tril()))
+        return tfd.TransformedDistribution(standard, affine)
+
+    def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
+        """n reparameterised draws z0 = loc + L eps and their ln q0(z0) = ln N(eps; 0, I) - sum ln diag L.
+
+        Arguments are those of `DiagonalNormal.sample_and_log_prob`. Returns (z0 [n, D], ln q0(z0) [n]).
+        """
+        loc, scale_tril = tf.convert_to_tensor(self.loc), self.scale_tril()
+        eps, log_n = diagonal_normal_draw(tf.zeros_like(loc), tf.ones_like(loc), [n], seed, rows)
+        z0 = loc + tf.linalg.matvec(scale_tril, eps)
+        return z0, log_n - tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)))
+
+    def call(self, n):
+        return self.distribution().sample(n)
+
+
+BASES = {"diagonal": DiagonalNormal, "full_rank": FullRankNormal}
 
 
 FLOWS = {"planar": Planar, "radial": Radial, "nice": NICE}
@@ -339,7 +420,7 @@ class AmortizedFlow(keras.layers.Layer):
         base = tfd.MultivariateNormalDiag(loc=params["loc"], scale_diag=params["scale"])
         return tfd.TransformedDistribution(base, self.bijector_from(params))
 
-    def sample_and_log_prob(self, params: dict, seed, sample_shape=()) -> tuple:
+    def sample_and_log_prob(self, params: dict, seed, sample_shape=(), rows=None) -> tuple:
         """Draws z ~ q_K(z | x) and ln q_K(z | x) in one forward sweep of the maps (eq. 13).
 
         The same pair as `distribution_from(params).experimental_sample_and_log_prob`,
@@ -351,10 +432,12 @@ class AmortizedFlow(keras.layers.Layer):
             params: what `call` returned, `loc` and `scale` [B, D].
             seed: stateless seed, a pair of integers.
             sample_shape: draws per example, a tuple of ints.
+            rows: None, or (offset, total) from `replica_rows` with sample_shape (): the B
+                examples are rows offset ... of a global batch of `total` (see `diagonal_normal_draw`).
         Returns:
             (z [*sample_shape, B, D], ln q_K(z | x) [*sample_shape, B]).
         """
-        z0, log_q0 = diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed)
+        z0, log_q0 = diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed, rows)
         if self.num_layers == 0:
             return z0, log_q0
         z, log_det = self.bijector_from(params).forward_and_log_det(z0)

@@ -55,6 +55,12 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _multi_worker(strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy running with several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # as Keras' own test before reducing
+
+
 class GuardedTraining:
     """What tfnf's Keras models share: XLA by default, stateless step seeds, non-finite steps skipped.
 
@@ -74,8 +80,10 @@ class GuardedTraining:
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
         # BackupAndRestore (which restores the optimizer's step) draws what it would have.
         self._sampler_seed = seed if seed is not None else random.randrange(2**31)
+        # Under a tf.distribute strategy every replica records the same step (the
+        # finiteness test is all-reduced), so the first replica's write stands.
         self.first_non_finite_step = keras.Variable(-1, dtype="int64", trainable=False,
-                                                    name="first_non_finite_step")
+                                                    name="first_non_finite_step", aggregation="only_first_replica")
 
     def _step_seed(self) -> tf.Tensor:
         return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
@@ -86,24 +94,52 @@ class GuardedTraining:
         A non-finite step, and every step after it, is skipped entirely (no
         moment updates either), so the weights stay those of the last good step
         even when several steps run per execution; `StopOnNonFinite` reads the
-        recorded step and stops `fit`.
+        recorded step and stops `fit`. Under a `tf.distribute` strategy the
+        replicas agree: a step is skipped everywhere if it is not finite on one.
         """
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
                                + [tf.math.is_finite(loss)])
-        clean = self.first_non_finite_step < 0
-        tf.cond(finite & clean, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:  # every replica must take the same branch
+            finite = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.int32)) == 0
+        apply = finite & (self.first_non_finite_step < 0)
+        if tf.distribute.has_strategy() and not tf.__internal__.distribute.strategy_supports_no_merge_call():
+            # The optimizer's all-reduce is a merge_call, which no strategy allows inside a cond in
+            # replica context: the cond moves to cross-replica context, as Keras' LossScaleOptimizer does.
+            def cross_replica(strategy, apply, grads):
+                tf.cond(strategy.experimental_local_results(apply)[0],
+                        lambda: strategy.extended.call_for_each_replica(self.optimizer.apply, args=(grads, variables)),
+                        lambda: None)
+
+            replica.merge_call(cross_replica, args=(apply, grads))
+        else:
+            tf.cond(apply, lambda: self.optimizer.apply(grads, variables), lambda: None)
         self.first_non_finite_step.assign(tf.where(
-            clean & ~finite, tf.cast(self.optimizer.iterations, tf.int64), self.first_non_finite_step))
+            (self.first_non_finite_step < 0) & ~finite, tf.cast(self.optimizer.iterations, tf.int64),
+            self.first_non_finite_step))
         return finite
 
+    def _results(self) -> dict:
+        """The trackers' results, as `train_step` returns them.
+
+        A multi-worker strategy reduces them with `strategy.reduce(MEAN, axis=0)`,
+        which needs a leading axis: there each is returned as shape [1].
+        """
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(self.distribute_strategy):
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
     def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
-        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too.
+        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too, outside a `tf.distribute` strategy.
 
         Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
         one loop, XLA is several times faster there (benchmarks/train_step.py).
+        Under a strategy the update is applied across replicas, which XLA cannot
+        compile, so "auto" means no XLA there.
         """
         if jit_compile == "auto":
-            jit_compile = not kwargs.get("run_eagerly", False)
+            jit_compile = not (kwargs.get("run_eagerly", False) or tf.distribute.has_strategy())
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         # The weights exist from __init__ on, so the optimizer's state can too: a
         # model saved before any fit then loads its optimizer without mismatch.
@@ -125,13 +161,16 @@ class NormalizingFlow(GuardedTraining, keras.Model):
 
     Arguments:
         event_size: D, the dimension of z.
-        num_layers: K >= 1, the number of maps; they live in one layer, `flow_layer`.
+        num_layers: K >= 0, the number of maps; they live in one layer, `flow_layer`
+            (None for K = 0, where q is the base: the mean-field or full-rank Gaussian).
         flow: "planar", "radial" or "nice" (see `tfnf.layers.FLOWS`).
         target_log_prob: a name from `tfnf.targets.names()`, a callable z [..., D] -> [...],
             or a `tfd.Distribution`. Only registry names survive `save`; after
             `load_model` assign `model.target_log_prob` to train a model whose
             target was a callable.
         trainable_base: learn the base mean and scale (default) or keep N(0, I).
+        base: "diagonal", N(loc, diag(scale^2)) (the paper's), or "full_rank", N(loc, L L^T)
+            by TFP's Shift o ScaleMatvecTriL (`tfnf.layers.FullRankNormal`).
         beta_schedule: inverse temperature, a float or a Keras schedule of the
             step (e.g. `paper_annealing()`); 1.0 by default.
         flow_options: keyword arguments of the flow layer, e.g.
@@ -142,19 +181,24 @@ class NormalizingFlow(GuardedTraining, keras.Model):
 
     def __init__(self, event_size: int, num_layers: int, flow: str = "planar",
                  target_log_prob=None, trainable_base: bool = True, beta_schedule: Schedule = 1.0,
-                 flow_options: Optional[dict] = None, seed: Optional[int] = None, **kwargs):
+                 flow_options: Optional[dict] = None, seed: Optional[int] = None, base: str = "diagonal", **kwargs):
         super().__init__(**kwargs)
         dtype = self._float_policy()
         self.event_size = _positive_int(event_size, "event_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.num_layers = _positive_int(num_layers, "num_layers", minimum=0)
         self.flow = flow
         self.trainable_base = bool(trainable_base)
         self.flow_options = dict(flow_options or {})
         flow_class = layers.get_flow(flow)
-        self.base = layers.DiagonalNormal(trainable=self.trainable_base, dtype=dtype, name="base")
-        self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
-        for layer in (self.base, self.flow_layer):
-            layer.build((event_size,))
+        if base not in layers.BASES:
+            raise ValueError(f"base must be one of {', '.join(sorted(layers.BASES))}, got {base!r}.")
+        self.base_kind = base
+        self.base = layers.BASES[base](trainable=self.trainable_base, dtype=dtype, name="base")
+        self.base.build((event_size,))
+        self.flow_layer = None
+        if num_layers:
+            self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
+            self.flow_layer.build((event_size,))
         self._init_guard(seed)
         self.beta_schedule = beta_schedule
         self.target_log_prob = target_log_prob
@@ -174,14 +218,35 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         `tfb.Chain([f_K, ..., f_1])`, traced as one loop so tracing and
         compiling do not grow with K.
         """
-        return self.flow_layer.bijector()
+        return self.flow_layer.bijector() if self.flow_layer is not None else tfb.Identity()
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
         """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
         return tfd.TransformedDistribution(self.base.distribution(), self.bijector)
 
-    def sample_and_log_prob(self, n: int, seed) -> tuple:
+    def surrogate_posterior(self, bijector: Optional[tfb.Bijector] = None) -> tf.Module:
+        """q_K for `tfp.vi`: a distribution rebuilt from this model's weights at each use, holding them as variables.
+
+        A `tfp.experimental.util.DeferredModule`: it forwards every method
+        (`sample`, `log_prob`, ...) to `distribution` built afresh, and its
+        `trainable_variables` are this model's Keras weights, so
+        `tfp.vi.fit_surrogate_posterior(target, model.surrogate_posterior(), optimizer, ...)`
+        trains the model itself (with a Keras optimizer such as `model.optimizer`).
+        It is not an instance of `tfd.Distribution` (TFP's own deferred
+        surrogates are not either); `distribution` is, but holds tensors.
+
+        Arguments:
+            bijector: a map applied to q_K, e.g. `tfnf.targets.JointTarget.bijector`, so
+                that samples come in a joint model's structure and support.
+        """
+        def build(*_):  # the weights are read through the model; passing them makes them tracked
+            q = self.distribution
+            return q if bijector is None else tfd.TransformedDistribution(q, bijector)
+
+        return tfp.experimental.util.DeferredModule(build, *[w.value for w in self.trainable_weights])
+
+    def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
         """n draws z of q_K and ln q_K(z), in one forward sweep: what `train_step` uses.
 
         The same pair as `distribution.experimental_sample_and_log_prob`, with
@@ -191,10 +256,12 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         Arguments:
             n: number of draws.
             seed: stateless seed, a pair of integers.
+            rows: None, or (offset, total): the n draws are rows offset ... of a draw of
+                `total` (one replica's share under a strategy; see `tfnf.layers.diagonal_normal_draw`).
         Returns:
             (z [n, D], ln q_K(z) [n]).
         """
-        z0, log_q0 = self.base.sample_and_log_prob(n, seed)
+        z0, log_q0 = self.base.sample_and_log_prob(n, seed, rows)
         bijector = self.bijector
         if isinstance(bijector, bijectors.Stack):
             z, log_det = bijector.forward_and_log_det(z0)
@@ -249,16 +316,22 @@ class NormalizingFlow(GuardedTraining, keras.Model):
 
     def train_step(self, data):
         beta = self._beta(self.optimizer.iterations)
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        n, rows = self.batch_size // replicas, None
+        if replicas > 1:  # each replica draws its share of the batch that one device would draw
+            rows = (replica.replica_id_in_sync_group * n, self.batch_size)
         with tf.GradientTape() as tape:
-            z, log_q = self.sample_and_log_prob(self.batch_size, seed=self._step_seed())
+            z, log_q = self.sample_and_log_prob(n, seed=self._step_seed(), rows=rows)
             loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
+            share = loss / replicas  # the strategy sums the replicas' gradients
         variables = self.trainable_variables
-        finite = self._apply_if_finite(loss, tape.gradient(loss, variables), variables)
+        finite = self._apply_if_finite(loss, tape.gradient(share, variables), variables)
         nan = tf.constant(math.nan, loss.dtype)
         self.loss_tracker.update_state(tf.where(finite, loss, nan))
         self.bound_tracker.update_state(tf.where(finite, bound, nan))
         self.beta_tracker.update_state(beta)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results()
 
     def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
             steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
@@ -269,7 +342,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         `epochs` and `steps_per_epoch`.
 
         Arguments:
-            batch_size: samples of q per update.
+            batch_size: samples of q per update (the global batch under a `tf.distribute` strategy,
+                a multiple of its replicas, which draw an equal share each).
             steps: total number of updates; rounded up to whole epochs.
             steps_per_epoch: updates per epoch (100 if not given).
             callbacks, **kwargs: as for `keras.Model.fit` (verbose, initial_epoch, ...).
@@ -285,6 +359,10 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if getattr(self, "optimizer", None) is None:
             raise ValueError("NormalizingFlow.fit: call compile(optimizer=...) first.")
         batch_size = _positive_int(batch_size, "batch_size")
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(f"batch_size ({batch_size}) must be a multiple of the strategy's {replicas} replicas: "
+                             f"each replica draws batch_size / {replicas} samples.")
         steps_per_epoch = _positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
         if steps is not None:
             epochs = math.ceil(_positive_int(steps, "steps") / steps_per_epoch)
@@ -296,7 +374,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
         self.first_non_finite_step.assign(-1)
-        no_data = tf.data.Dataset.from_tensors(tf.zeros([])).repeat()
+        # One dummy row per replica (a strategy splits each element between the replicas).
+        no_data = tf.data.Dataset.from_tensors(tf.zeros([replicas])).repeat()
         callbacks = [*(callbacks or []), StopOnNonFinite()]
         kwargs.setdefault("shuffle", False)
         return super().fit(no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
@@ -311,7 +390,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                 "flow": self.flow, "target_log_prob": self._target_spec,
                 "trainable_base": self.trainable_base, "beta_schedule": schedule,
                 "flow_options": keras.saving.serialize_keras_object(self.flow_options),
-                "seed": self._sampler_seed}
+                "seed": self._sampler_seed, "base": self.base_kind}
 
     @classmethod
     def from_config(cls, config):
@@ -338,7 +417,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
     """
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.first_non_finite_step) + 1  # 1-based; 0 means none
+        step = int(self.model.first_non_finite_step.numpy()) + 1  # 1-based; 0 means none. (int() of a
+        # mirrored variable raises; .numpy() reads the first replica's, which all share.)
         if step == 0:
             return
         message = (f"Non-finite loss or gradient at training step {step}: the update was skipped "

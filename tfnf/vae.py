@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf.layers import AmortizedFlow
+from tfnf.layers import AmortizedFlow, replica_rows
 from tfnf.models import GuardedTraining, NonFiniteLossError, StopOnNonFinite, _positive_int, paper_annealing
 
 __all__ = ["FlowVAE", "Maxout", "negative_log_likelihood", "NegativeLogLikelihood", "NonFiniteLossError"]
@@ -67,8 +67,13 @@ class FlowVAE(GuardedTraining, keras.Model):
         loss = mean( ln q_K(z | x) - beta_t ln p(x, z) ),  elbo = mean( ln p(x, z) - ln q_K(z | x) ).
 
     Training reports `loss`, `elbo`, `reconstruction` = mean ln p(x | z) and
-    `kl` = mean( ln q_K(z | x) - ln p(z) ), so elbo = reconstruction - kl;
-    `evaluate` reports the same at beta = 1.
+    `kl` = mean( ln q_K(z | x) - ln p(z) ), so elbo = reconstruction - kl,
+    averaged over the images of the epoch; `evaluate` reports the same at beta = 1.
+
+    Under a `tf.distribute` strategy (Mirrored or MultiWorkerMirrored; create
+    and compile the model in its scope) each replica draws its rows of the noise
+    one device would draw for the global batch and takes its share of the
+    global mean, so training matches one device (README, "Several devices").
 
     Arguments:
         latent_size: D, the number of latent variables (40 in the paper).
@@ -146,7 +151,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         """The mean image E[x | z] at one sample z ~ q(z | x): [B, P] -> [B, P]."""
         return tf.sigmoid(self.decode(self.posterior(x).sample()))
 
-    def log_weight_terms(self, x, seed, sample_shape=()) -> tuple:
+    def log_weight_terms(self, x, seed, sample_shape=(), rows=None) -> tuple:
         """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
 
         One forward sweep of the flow gives z and ln q (`AmortizedFlow.sample_and_log_prob`).
@@ -155,9 +160,12 @@ class FlowVAE(GuardedTraining, keras.Model):
             x: [B, P] images.
             seed: stateless seed, a pair of integers.
             sample_shape: samples per image.
+            rows: None, or (offset, total) from `tfnf.layers.replica_rows`: x is rows
+                offset ... of a global batch of `total`, whose noise is drawn as one device would.
         """
         x = tf.cast(x, self.compute_dtype)
-        z, log_q = self.posterior_layer.sample_and_log_prob(self.posterior_parameters(x), seed, tuple(sample_shape))
+        z, log_q = self.posterior_layer.sample_and_log_prob(self.posterior_parameters(x), seed, tuple(sample_shape),
+                                                            rows)
         return bernoulli_log_prob(x, self.decode(z)), self.prior.log_prob(z), log_q
 
     # -- training ---------------------------------------------------------
@@ -171,27 +179,33 @@ class FlowVAE(GuardedTraining, keras.Model):
             return tf.constant(1.0, self.compute_dtype)
         return tf.cast(self._beta_schedule(self.optimizer.iterations), self.compute_dtype)
 
-    def _track(self, loss, log_px_z, log_pz, log_q, finite=True) -> dict:
-        nan = tf.constant(math.nan, loss.dtype)
-        for tracker, value in ((self.loss_tracker, loss), (self.elbo_tracker, log_px_z + log_pz - log_q),
+    def _track(self, per_image_loss, log_px_z, log_pz, log_q, finite=True) -> dict:
+        # Per-image values: the trackers average over images, not batches, so a short last
+        # batch (or one that a strategy splits unevenly between replicas) counts by its size.
+        nan = tf.constant(math.nan, per_image_loss.dtype)
+        for tracker, value in ((self.loss_tracker, per_image_loss), (self.elbo_tracker, log_px_z + log_pz - log_q),
                                (self.reconstruction_tracker, log_px_z), (self.kl_tracker, log_q - log_pz)):
-            tracker.update_state(tf.where(finite, tf.reduce_mean(value), nan))
-        return {m.name: m.result() for m in self.metrics}
+            tracker.update_state(tf.where(finite, value, nan))
+        return self._results()
 
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         beta = self._beta()
+        rows = replica_rows(tf.shape(x)[0])  # None on one device
         with tf.GradientTape() as tape:
-            log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed())
-            loss = tf.reduce_mean(log_q - beta * (log_px_z + log_pz))
+            log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=rows)
+            per_image = log_q - beta * (log_px_z + log_pz)
+            loss = tf.reduce_mean(per_image)
+            # Under a strategy, which sums the replicas' gradients, each takes its share of the global mean.
+            share = loss if rows is None else tf.reduce_sum(per_image) / tf.cast(rows[1], per_image.dtype)
         variables = self.trainable_variables
-        finite = self._apply_if_finite(loss, tape.gradient(loss, variables), variables)
-        return self._track(loss, log_px_z, log_pz, log_q, finite)
+        finite = self._apply_if_finite(loss, tape.gradient(share, variables), variables)
+        return self._track(per_image, log_px_z, log_pz, log_q, finite)
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed())
-        return self._track(tf.reduce_mean(log_q - log_px_z - log_pz), log_px_z, log_pz, log_q)
+        log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=replica_rows(tf.shape(x)[0]))
+        return self._track(log_q - log_px_z - log_pz, log_px_z, log_pz, log_q)
 
     def _check_images(self, x, caller: str):
         if isinstance(x, tf.data.Dataset):
@@ -284,6 +298,7 @@ def negative_log_likelihood(model: FlowVAE, images, num_samples: int = 200, *, b
 
     @tf.function(jit_compile=jit_compile, reduce_retracing=True)
     def log_weights(x, first_chunk):
+        @tf.autograph.experimental.do_not_convert  # plain tensor code; converting it only warned
         def one_chunk(c):
             log_px_z, log_pz, log_q = model.log_weight_terms(x, tf.stack([seed, c]), sample_shape=[chunk])
             return log_px_z + log_pz - log_q
