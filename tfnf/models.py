@@ -136,15 +136,21 @@ class GuardedTraining:
         Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
         one loop, XLA is several times faster there (benchmarks/train_step.py).
         Under a strategy the update is applied across replicas, which XLA cannot
-        compile, so "auto" means no XLA there.
+        compile, so "auto" means no XLA there; nor for a target that says it
+        compiles badly (`xla_friendly = False`, e.g. a `JointTarget` of an auto-batched model).
         """
         if jit_compile == "auto":
-            jit_compile = not (kwargs.get("run_eagerly", False) or tf.distribute.has_strategy())
+            jit_compile = not (kwargs.get("run_eagerly", False) or tf.distribute.has_strategy()
+                               or not self._xla_friendly())
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         # The weights exist from __init__ on, so the optimizer's state can too: a
         # model saved before any fit then loads its optimizer without mismatch.
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+    def _xla_friendly(self) -> bool:
+        """Whether XLA helps this model's step; a model whose parts are known to compile badly says no."""
+        return True
 
     def compile_from_config(self, config):
         # Keras skips compile() on load when it is overridden; this one is safe to call.
@@ -306,6 +312,9 @@ class NormalizingFlow(GuardedTraining, keras.Model):
 
     # -- training ---------------------------------------------------------
 
+    def _xla_friendly(self) -> bool:
+        return bool(getattr(self._target_log_prob, "xla_friendly", True))
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.bound_tracker, self.beta_tracker]
@@ -432,7 +441,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "planar", steps: int = 2000, batch_size: int = 4096,
              learning_rate: float = 1e-2, decay: bool = True, anneal: bool = False, seed: int = 0, dtype: str = "float32",
-             steps_per_execution: int = 10, **fit_kwargs) -> NormalizingFlow:
+             steps_per_execution: int = 10, base: str = "diagonal", **fit_kwargs) -> NormalizingFlow:
     """Build, compile and fit a NormalizingFlow on a target: the loop behind the commands and notebooks.
 
     Adam from `learning_rate` (1e-2, as in the seed scripts). With `decay` the
@@ -440,10 +449,11 @@ def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "plana
     (5,000 steps, 3 seeds) the KL fell from 0.018 to 0.005 nats, as the late
     steps stop jittering about the optimum (benchmarks/RESULTS.md). `anneal`
     uses `paper_annealing()`. `steps` is rounded up to a multiple of `steps_per_execution`.
+    `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see `NormalizingFlow`).
     """
     keras.utils.set_random_seed(seed)
     model = NormalizingFlow(event_size=event_size, num_layers=num_layers, flow=flow, target_log_prob=target,
-                            beta_schedule=paper_annealing() if anneal else 1.0, seed=seed, dtype=dtype)
+                            beta_schedule=paper_annealing() if anneal else 1.0, seed=seed, dtype=dtype, base=base)
     per_execution = max(1, min(steps_per_execution, steps))
     total = per_execution * math.ceil(steps / per_execution)
     rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total, alpha=0.1) if decay else learning_rate
