@@ -107,8 +107,8 @@ def main():
     mirrored = tf.distribute.MirroredStrategy(DEVICES)
     one = tf.distribute.get_strategy()
     # SGD: unlike Adam, its step is proportional to the gradient, so a gradient summed instead of averaged shows.
-    # No XLA on one device either: GuardedTraining.compile turns XLA off under a strategy, and XLA fuses and
-    # rounds differently, so the two runs would agree to rounding only.
+    # No XLA on one device either: XLA's Philox stream differs from TF's kernel for the same seed, and
+    # GuardedTraining.compile turns XLA off under a strategy.
     sgd = lambda: keras.optimizers.SGD(0.1)  # noqa: E731
     x = images(65, 12)  # 3 batches of 20, then 5 rows, which the replicas split 3 + 2
     out = {"replicas": mirrored.num_replicas_in_sync}

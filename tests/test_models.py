@@ -124,14 +124,14 @@ def test_eager_graph_and_several_steps_per_execution_reach_the_same_weights():
 
 @pytest.mark.parametrize("flow", ["planar", "radial", "nice"])
 def test_training_draws_carry_the_log_density_of_q(flow):
-    # The training step's one forward sweep (tfnf.sampling base draw, eq. 13) against
+    # The training step's one forward sweep (Philox base draw, eq. 13) against
     # q.log_prob through the exact inverse, and the base draw against loc + scale * eps.
     model = make(num_layers=3, flow=flow)
     model.fit(steps=3, batch_size=64, verbose=0)  # off the identity start
     z, log_q = model.sample_and_log_prob(500, seed=[5, 6])
     np.testing.assert_allclose(log_q.numpy(), model.distribution.log_prob(z).numpy(), rtol=0, atol=1e-9)
     z0, _ = model.base.sample_and_log_prob(500, seed=[5, 6])
-    eps = tfnf.sampling.standard_normal([500, 2], seed=[5, 6], dtype=tf.float64)
+    eps = tf.random.stateless_normal([500, 2], seed=[5, 6], dtype=tf.float64, alg="philox")
     base = model.base.distribution()
     np.testing.assert_allclose(z0.numpy(), (base.mean() + base.stddev() * eps).numpy(), rtol=1e-14)
 

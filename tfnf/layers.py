@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import bijectors, sampling
+from tfnf import bijectors
 from tfnf.bijectors.planar import identity_u
 
 __all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "FullRankNormal", "BASES", "AmortizedFlow", "FLOWS", "get_flow", "diagonal_normal_draw", "replica_rows"]
@@ -197,10 +197,9 @@ def replica_rows(batch) -> Optional[tuple]:
 def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, rows=None) -> tuple:
     """Reparameterised draws z = loc + scale * eps of N(loc, diag(scale^2)) and their log-densities.
 
-    eps comes from `tfnf.sampling.standard_normal` (Philox-4x32-10 bits, Box-Muller):
-    under XLA on a CPU, TF's stateless samplers took a quarter of a training
-    step (benchmarks/RESULTS.md), and the draw is the same with and without XLA.
-    The training steps sample here.
+    eps comes from `tf.random.stateless_normal` with the Philox algorithm: under
+    XLA on a CPU, TF's default stateless algorithm took most of a training
+    step's fixed cost (benchmarks/RESULTS.md). The training steps sample here.
 
     Under a `tf.distribute` strategy each replica holds a slice of the global
     batch; with `rows` it draws the global batch's noise and keeps its own rows,
@@ -217,10 +216,11 @@ def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, r
     """
     shape = tf.concat([tf.constant(list(sample_shape), tf.int32, shape=[len(sample_shape)]), tf.shape(loc)], 0)
     if rows is None:
-        eps = sampling.standard_normal(shape, seed, loc.dtype)
+        eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
     else:
         offset, total = rows
-        eps = sampling.standard_normal(tf.tensor_scatter_nd_update(shape, [[0]], [total]), seed, loc.dtype)
+        eps = tf.random.stateless_normal(tf.tensor_scatter_nd_update(shape, [[0]], [total]), seed=seed,
+                                         dtype=loc.dtype, alg="philox")
         eps = eps[offset:offset + shape[0]]
     log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale), axis=-1)
              - 0.5 * loc.shape[-1] * math.log(2 * math.pi))
@@ -425,7 +425,7 @@ class AmortizedFlow(keras.layers.Layer):
 
         The same pair as `distribution_from(params).experimental_sample_and_log_prob`,
         with the base noise drawn as `DiagonalNormal.sample_and_log_prob` does
-        (`tfnf.sampling.standard_normal`, the fast stateless sampler under XLA on a CPU):
+        (Philox, the fast stateless algorithm under XLA on a CPU):
         z0 = loc + scale * eps and ln q_K(z) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
 
         Arguments:

@@ -256,7 +256,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         """n draws z of q_K and ln q_K(z), in one forward sweep: what `train_step` uses.
 
         The same pair as `distribution.experimental_sample_and_log_prob`, with
-        the base drawn by the base layer's `sample_and_log_prob` (`tfnf.sampling`), eq. 13:
+        the base drawn by `DiagonalNormal.sample_and_log_prob` (Philox), eq. 13:
         ln q_K(z_K) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
 
         Arguments:
