@@ -215,6 +215,20 @@ def test_every_head_receives_a_gradient_off_the_identity():
         assert grad is not None and np.abs(grad.numpy()).min() > 0, weight.path
 
 
+def test_planar_w_head_starts_at_a_fifth_of_glorots_variance():
+    # VarianceScaling(0.2, fan_avg, uniform): U(-l, l) with l^2 = 3 * 0.2 * 2 / (fan_in + fan_out), variance l^2 / 3.
+    keras.utils.set_random_seed(0)
+    layer = AmortizedFlow(40, 10, flow="planar", dtype="float64")
+    layer.build((None, 400))
+    kernel = layer.flow_heads["w"].kernel.numpy()
+    assert kernel.shape == (400, 400)
+    variance = 0.2 * 2 / (400 + 400)
+    assert abs(kernel.var() - variance) < 0.02 * variance  # 160,000 draws: the sampling error is 0.4%
+    assert np.abs(kernel).max() <= np.sqrt(3 * variance)
+    glorot = layer.flow_heads["b"].kernel.numpy()  # the other heads keep Glorot's, five times the variance
+    assert abs(glorot.var() * (400 + 10) / (kernel.var() * (400 + 400)) - 5) < 0.3  # 4,000 draws: 2% error
+
+
 def test_amortized_flow_config_round_trip_and_bad_arguments():
     layer = AmortizedFlow(event_size=4, num_layers=5, flow="radial", scale="exp", name="q")
     clone = AmortizedFlow.from_config(layer.get_config())
