@@ -409,3 +409,11 @@ def test_bad_data_is_named():
         negative_log_likelihood(model, np.zeros((2, 12)), num_samples=0)
     with pytest.raises(ValueError, match=r"images must be \[N, 12\] with N >= 1, got shape \(2, 13\)"):
         negative_log_likelihood(model, np.zeros((2, 13)))
+
+
+def test_the_dlgm_is_reachable_from_tfnf_models_too():
+    import tfnf.models
+
+    assert tfnf.models.FlowVAE is FlowVAE and tfnf.models.negative_log_likelihood is negative_log_likelihood
+    with pytest.raises(AttributeError, match="has no attribute 'FlowVea'"):
+        tfnf.models.FlowVea  # noqa: B018

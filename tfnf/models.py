@@ -410,6 +410,15 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         return cls(**config)
 
 
+def __getattr__(name: str):
+    """`tfnf.models.FlowVAE` and `negative_log_likelihood`, the DLGM, live in `tfnf.vae` (which imports this module)."""
+    if name in ("FlowVAE", "negative_log_likelihood"):
+        from tfnf import vae
+
+        return getattr(vae, name)
+    raise AttributeError(f"module 'tfnf.models' has no attribute {name!r}")
+
+
 def _registered_name(target) -> Optional[str]:
     """The registry name of a built-in target, so it can be saved; None for anything else."""
     for name in targets.names():
