@@ -372,7 +372,10 @@ class AmortizedFlow(keras.layers.Layer):
     # Planar w starts at a fifth of Glorot's variance: with Glorot, w(x).z + b had sd 2.5 on MNIST at
     # the start (37% of samples where tanh is flat) and ||w|| 2.3; at 0.2, ||w|| is about 1, and the
     # DLGM with K = 10 reached -ln p(x) 99.77 instead of 100.27 after 10 epochs (benchmarks/RESULTS.md).
-    small_heads = {"planar": {"w": keras.initializers.VarianceScaling(0.2, "fan_avg", "uniform")}}
+    # (Configs, made into initializers per layer: an instance made at import would take its seed then,
+    # not from keras.utils.set_random_seed, and give every layer the same draws.)
+    small_heads = {"planar": {"w": {"class_name": "VarianceScaling",
+                                    "config": {"scale": 0.2, "mode": "fan_avg", "distribution": "uniform"}}}}
 
     def __init__(self, event_size: int, num_layers: int, flow: str = "planar", scale: str = "softplus", **kwargs):
         super().__init__(**kwargs)
@@ -392,7 +395,8 @@ class AmortizedFlow(keras.layers.Layer):
 
         self.loc_head = dense(event_size, "loc")
         self.scale_head = dense(event_size, "scale")
-        initializers = {zero_head: "zeros", **self.small_heads.get(flow, {})}
+        initializers = {zero_head: "zeros", **{name: keras.initializers.get(config)
+                                               for name, config in self.small_heads.get(flow, {}).items()}}
         self.flow_heads = {} if num_layers == 0 else {
             name: dense(num_layers * event_size ** rank, name,
                         **({"kernel_initializer": initializers[name]} if name in initializers else {}))
