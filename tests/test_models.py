@@ -122,6 +122,28 @@ def test_eager_graph_and_several_steps_per_execution_reach_the_same_weights():
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_xla_execution_of_several_steps_matches_one_compiled_step_at_a_time():
+    # Under XLA, fit runs each execution's steps in one compiled loop; the reference
+    # is the step itself compiled alone and called once per step (Keras' own scheme).
+    fused = make(num_layers=3, seed=11)
+    fused.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=5, jit_compile=True)
+    history = fused.fit(steps=20, steps_per_epoch=10, batch_size=64, verbose=0).history
+    reference = make(num_layers=3, seed=11)
+    reference.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    reference.batch_size = 64
+    step = tf.function(reference.train_step, jit_compile=True)
+    losses = []
+    for _ in range(20):
+        if len(losses) % 10 == 0:
+            reference.reset_metrics()  # fit resets the trackers every epoch
+        losses.append(float(step(None)["loss"]))
+    assert int(fused.optimizer.iterations) == 20
+    for a, b in zip(weights(fused), weights(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history["loss"][-1], float(reference.loss_tracker.result()), rtol=1e-12)
+    assert history["loss"][0] != history["loss"][-1]
+
+
 @pytest.mark.parametrize("flow", ["planar", "radial", "nice"])
 def test_training_draws_carry_the_log_density_of_q(flow):
     # The training step's one forward sweep (Philox base draw, eq. 13) against

@@ -61,6 +61,11 @@ def _multi_worker(strategy) -> bool:
             and strategy.extended._in_multi_worker_mode())  # as Keras' own test before reducing
 
 
+def _under_strategy(model: keras.Model) -> bool:
+    """Whether the model was made, or is used, under a `tf.distribute` strategy."""
+    return getattr(model, "_distribute_strategy", None) is not None or tf.distribute.has_strategy()
+
+
 class GuardedTraining:
     """What tfnf's Keras models share: XLA by default, stateless step seeds, non-finite steps skipped.
 
@@ -341,6 +346,31 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         self.bound_tracker.update_state(tf.where(finite, bound, nan))
         self.beta_tracker.update_state(beta)
         return self._results()
+
+    def make_train_function(self, force=False):
+        """Keras' train function, or under XLA on one device, all `steps_per_execution` steps as one XLA program.
+
+        The step reads no data, so under XLA the loop over the steps of an
+        execution can run inside the compiled program: Keras' own loop calls a
+        compiled step once per step, through an iterator and a tf.cond, which
+        at K = 32 cost about a third of a step (benchmarks/RESULTS.md). The
+        steps, their order and their random draws are the same either way.
+        Under a `tf.distribute` strategy, or without XLA, Keras' loop is used.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not self.jit_compile or self.run_eagerly or _under_strategy(self):
+            return super().make_train_function(force)
+        num_steps = self.steps_per_execution or 1
+
+        @tf.function(jit_compile=True)
+        def execution():
+            # The trackers' results carry the structure; each step's results replace them.
+            return tf.while_loop(lambda i, _: i < num_steps, lambda i, _: (i + 1, self.train_step(None)),
+                                 (tf.constant(0), self._results()), maximum_iterations=num_steps)[1]
+
+        self.train_function = lambda iterator: execution()  # the data are the dummy rows `fit` makes
+        return self.train_function
 
     def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
             steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
