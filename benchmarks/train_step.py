@@ -15,6 +15,7 @@ import datetime
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 import time
 
@@ -77,6 +78,31 @@ def side_by_side(num_layers: int, rounds: int, steps: int, steps_per_execution: 
     return float(np.median(ours)), float(np.median(theirs)), torch.get_num_threads()
 
 
+_COLD = """
+import os, sys, time
+start = time.perf_counter()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras, tfnf
+imported = time.perf_counter()
+sys.path.insert(0, {path!r})
+from train_step import measure
+first, _ = measure({num_layers}, steps=10, steps_per_execution=10)
+print(imported - start, first, time.perf_counter() - start)
+"""
+
+
+def cold_start(num_layers: int) -> tuple:
+    """(import s, first step s, process start to first step s) in a fresh Python process.
+
+    `measure` in this process runs after other models have warmed TF and XLA up;
+    a user's first model in a new process also pays for that once.
+    """
+    code = _COLD.format(path=str(pathlib.Path(__file__).parent), num_layers=num_layers)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    imported, first, total = (float(x) for x in out.split()[-3:])
+    return imported, first, total
+
+
 def gaussian_target(event_size: int):
     scale = tf.linspace(0.5, 2.0, event_size)
     return tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(event_size), scale_diag=scale)
@@ -106,6 +132,10 @@ def main():
             first, ms = measure(num_layers, steps=steps, steps_per_execution=per_execution)
             lines.append(f"| {num_layers} | {per_execution} | {first:.2f} | {ms:.2f} |")
             print(lines[-1], flush=True)
+    imported, first, total = cold_start(32)
+    lines += ["", f"The first model in a fresh process (K = 32, 10 steps/execution): `import tfnf` {imported:.2f} s, "
+              f"then {first:.2f} s from `fit` to the end of the first step ({total:.2f} s from process start)."]
+    print(lines[-1], flush=True)
     lines += ["", "Cost against K (D = 2) and against D (K = 8, diagonal Gaussian target), "
               "batch 4096, 10 steps/execution.\n", "| K | D | ms/step |", "|---|---|---|"]
     for num_layers in (4, 8, 16, 32, 64):
