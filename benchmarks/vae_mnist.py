@@ -1,6 +1,7 @@
 """Table 2 at a CPU budget: the DLGM on binarised MNIST with K = 0, 10, 40 planar maps in its posterior.
 
     python benchmarks/vae_mnist.py                  # 10 epochs per model, records in RESULTS.md
+    python benchmarks/vae_mnist.py --seeds 0 1 2    # the same for 3 seeds, with each K's gain over K = 0
     python benchmarks/vae_mnist.py --quick          # tiny models on the test subset, prints only
 
 Every model trains for the same budget, `--epochs` passes over the 50,000
@@ -59,21 +60,34 @@ SUBSET = ROOT / "tests" / "data" / "binarized_mnist_small.npz"
 PAPER = {0: 89.9, 10: 87.5, 20: 86.5, 40: 85.7, 80: 85.1}
 
 
-def run(num_layers: int, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
+def run(num_layers: int, seed: int, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
     """One `tfnf vae` run; the row it appended to its table (strings, as printed)."""
     table = workdir / "rows.csv"
     argv = ["vae", "--flow", "planar", "--layers", str(num_layers), "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--hidden", str(args.hidden), "--latent", str(args.latent),
             "--optimizer", args.optimizer, "--learning-rate", str(args.learning_rate),
-            "--momentum", str(args.momentum), "--samples", str(args.samples), "--seed", str(args.seed),
+            "--momentum", str(args.momentum), "--samples", str(args.samples), "--seed", str(seed),
             "--clip-norm", str(args.clip_norm or 0),
-            "--table", str(table), "--out", str(workdir / f"samples_k{num_layers}.png")]
+            "--table", str(table), "--out", str(workdir / f"samples_k{num_layers}_seed{seed}.png")]
     argv += ["--anneal"] if args.anneal else []
     argv += ["--data", str(args.data)] if args.data else []
     argv += ["--eval-images", str(args.test_images)] if args.test_images else []
     assert cli.main(argv) == 0
     with table.open() as f:
         return list(csv.DictReader(f))[-1]
+
+
+def gains(rows: dict, seeds: list, layers: list) -> list:
+    """Table lines: each K's -ln p(x) gain over K = 0 (nats, positive = better), per seed and on average."""
+    if 0 not in layers or len(layers) < 2:
+        return []
+    flows = [k for k in layers if k != 0]
+    lines = ["", "Gain in -ln p(x) over K = 0 with the same seed (nats; positive: the flow is better).\n",
+             "| K | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |", "|---" * (len(seeds) + 2) + "|"]
+    for k in flows:
+        gain = [float(rows[s, 0]["nll"]) - float(rows[s, k]["nll"]) for s in seeds]
+        lines.append(f"| {k} | " + " | ".join(f"{g:.2f}" for g in gain) + f" | {sum(gain) / len(gain):.2f} |")
+    return lines
 
 
 def main():
@@ -92,7 +106,7 @@ def main():
     parser.add_argument("--test-images", type=int, default=None, help="N test images spread over the split")
     parser.add_argument("--data", default=None, help="binarized_mnist.npz (default: ../shared/data beside the "
                                                      "checkout if there, else tfnf's search; --quick: the test subset)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], help="one run of every K per seed")
     parser.add_argument("--figures", default=None, help="keep each model's samples PNG in this directory")
     parser.add_argument("--quick", action="store_true",
                         help="1 epoch of tiny models (hidden 32, latent 4) on the 1,000-image test subset, "
@@ -105,22 +119,24 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         workdir = pathlib.Path(args.figures or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        rows = {k: run(k, args, workdir) for k in args.layers}
+        rows = {(seed, k): run(k, seed, args, workdir) for seed in args.seeds for k in args.layers}
     schedule = (f"{args.optimizer} lr {args.learning_rate:g}"
                 + (f" momentum {args.momentum:g}" if args.momentum else "")
                 + (f", gradient norm clipped at {args.clip_norm:g}" if args.clip_norm else "")
                 + (", annealed" if args.anneal else ""))
     lines = [f"\n## vae_mnist.py, {datetime.date.today()}, {machine()}\n",
              f"DLGM on binarised MNIST (maxout {args.hidden} units, {args.latent} latents), planar flow posteriors, "
-             f"{args.epochs} epochs of batch {args.batch_size} for every K ({schedule}, seed {args.seed}); "
+             f"{args.epochs} epochs of batch {args.batch_size} for every K ({schedule}); "
              f"-ln p(x) by importance sampling, {args.samples} samples per image, on "
              f"{args.test_images or 'all 10,000'} test images, +- its standard error; ELBO with one sample per image; "
              "images/s of training after the first step. Paper: Table 2, 500,000 updates.\n",
-             "| model | K | epochs | ELBO | -ln p(x) | images/s | paper -ln p(x) |", "|---|---|---|---|---|---|---|"]
-    for k, row in rows.items():
+             "| model | K | seed | epochs | ELBO | -ln p(x) | images/s | paper -ln p(x) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (seed, k), row in rows.items():
         paper = f"<= {PAPER[k]}" if k in PAPER else "-"
-        lines.append(f"| {row['model']} | {k} | {row['epochs']} | {row['elbo']} | {row['nll']} +- {row['nll_se']} "
-                     f"| {row['images_per_s']} | {paper} |")
+        lines.append(f"| {row['model']} | {k} | {seed} | {row['epochs']} | {row['elbo']} "
+                     f"| {row['nll']} +- {row['nll_se']} | {row['images_per_s']} | {paper} |")
+    lines += gains(rows, args.seeds, args.layers)
     print("\n".join(lines))
     if not args.quick:
         record(lines)
