@@ -1,13 +1,31 @@
-"""Fixtures shared by the test modules: the binarised MNIST files."""
+"""What the test modules share: data fixtures, the bijector registry and independent recomputations.
 
+Test modules import the plain functions and tables from here (`from conftest import ...`);
+the fixtures pytest hands out by name.
+"""
+
+import math
 import os
 from pathlib import Path
+from typing import Callable, NamedTuple
 
+import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnf import bijectors, layers
+
+tfb, tfd = tfp.bijectors, tfp.distributions
 
 DATA = Path(__file__).resolve().parent / "data"
 # The project's shared data folder sits beside the checkout: <root>/../shared/data.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist.npz"
+
+# Flows by name, from the registry itself, so that a new family is tested by default.
+FLOWS = sorted(layers.FLOWS)
+# The flows made of K maps of one bijector family (a `Stack`), with weights per map.
+MAP_FLOWS = sorted(name for name, cls in layers.FLOWS.items() if hasattr(cls, "bijector_class"))
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +48,142 @@ def mnist_full_path() -> Path:
             return path
     pytest.skip(f"full binarised MNIST not found (looked for {' and '.join(map(str, candidates))}); "
                 "set TFNF_DATA_DIR to a directory holding binarized_mnist.npz")
+
+
+# -- the bijector registry: every bijector passes the same battery (test_bijectors.py) --------
+
+D = 3  # event size of the battery
+STACK_LENGTH = 4  # K of the Stack cases
+
+
+def planar_parameters(rng, shape, dtype, scale):
+    return {"u": scale * rng.normal(size=(*shape, D)), "w": rng.normal(size=(*shape, D)), "b": rng.normal(size=shape)}
+
+
+def radial_parameters(rng, shape, dtype, scale):
+    return {"z0": rng.normal(size=(*shape, D)), "a": scale * rng.normal(size=shape), "b": scale * rng.normal(size=shape)}
+
+
+class Case(NamedTuple):
+    """A bijector of the battery: random raw parameters, and the constructor that takes them."""
+
+    parameters: Callable  # (rng, dtype, scale) -> {name: array}
+    build: Callable  # (**parameters) -> bijector
+
+
+def case(family: str, batch: tuple = (), stacked: bool = False) -> Case:
+    bijector_class, draw = {"planar": (bijectors.PlanarFlow, planar_parameters),
+                            "radial": (bijectors.RadialFlow, radial_parameters)}[family]
+    shape = ((STACK_LENGTH,) if stacked else ()) + batch
+
+    def parameters(rng, dtype=np.float64, scale=1.0):
+        return {name: value.astype(dtype) for name, value in draw(rng, shape, dtype, scale).items()}
+
+    def build(**params):
+        bijector = bijector_class(**params)
+        return bijectors.Stack(bijector) if stacked else bijector
+
+    return Case(parameters, build)
+
+
+BIJECTORS = {
+    f"{'stack of ' if stacked else ''}{family}{'[3]' if batch else ''}": case(family, batch, stacked)
+    for family in ("planar", "radial") for stacked in (False, True) for batch in ((), (3,))
+}
+BATCHED = sorted(name for name in BIJECTORS if name.endswith("[3]"))
+
+
+def make_bijector(name: str, rng, dtype=np.float64, scale=1.0):
+    """A bijector of the registry with fresh random raw parameters."""
+    entry = BIJECTORS[name]
+    return entry.build(**entry.parameters(rng, dtype, scale))
+
+
+def points(rng, bijector, n=200, dtype=np.float64, spread=2.0):
+    """n points of the bijector's event space for each batch member: [n, *batch, D]."""
+    batch = tuple(bijector.experimental_batch_shape())
+    return (spread * rng.normal(size=(n, *batch, D))).astype(dtype)
+
+
+def autodiff_jacobian(f, z) -> np.ndarray:
+    """df/dz of each event from autodiff, z: [N, *batch, D] -> [N, *batch, D, D]."""
+    z = np.asarray(z)
+    flat = tf.constant(z.reshape(-1, z.shape[-1]))
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        y = tf.reshape(f(tf.reshape(flat, z.shape)), flat.shape)  # each event depends on itself only
+    return tape.batch_jacobian(y, flat).numpy().reshape(z.shape + z.shape[-1:])
+
+
+def autodiff_log_det(f, z) -> np.ndarray:
+    """log|det df/dz| from the autodiff Jacobian of each event, z: [N, *batch, D] -> [N, *batch]."""
+    return np.linalg.slogdet(autodiff_jacobian(f, z))[1]
+
+
+def fresh(x):
+    """A new tensor with x's values, so TFP's bijector cache cannot answer for the computation."""
+    return tf.constant(np.array(x))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20150505)
+
+
+def weights(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+# -- independent numpy recomputations of the models ----------------------------------------
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def dense(x, layer):
+    return x @ layer.kernel.numpy() + layer.bias.numpy()
+
+
+def maxout(x, layer):
+    y = dense(x, layer.dense)
+    return y.reshape(*y.shape[:-1], layer.units, layer.pieces).max(axis=-1)  # windows of consecutive units
+
+
+def head_parameters(layer, h):
+    """AmortizedFlow's parameters from its head weights, in numpy: {name: [B, D] or [K, B, ...]}."""
+    scale = {"softplus": softplus, "exp": np.exp}[layer.scale]
+    params = {"loc": dense(h, layer.loc_head), "scale": scale(dense(h, layer.scale_head))}
+    K, D = layer.num_layers, layer.event_size
+    for name, rank in layer.parameter_ranks.items() if K else []:
+        out = dense(h, layer.flow_heads[name]).reshape((len(h), K) + (D,) * rank)
+        params[name] = np.moveaxis(out, 1, 0)
+    if layer.flow == "planar" and K:  # u starts from the u whose u_hat is 0: ln(e - 1) w / ||w||^2
+        w = params["w"]
+        params["u"] = params["u"] + math.log(math.e - 1) * w / np.sum(w**2, axis=-1, keepdims=True)
+    if layer.flow == "radial" and K:  # raw beta starts from raw alpha
+        params["b"] = params["a"] + params["b"]
+    return params
+
+
+def per_example_posterior(layer, params, i):
+    """q_K(z | x_i) as a tfb.Chain of the K maps' slices [k, i], f_0 first."""
+    maps = [layer.families[layer.flow][0](*[params[n][k, i] for n in layer.parameter_ranks])
+            for k in range(layer.num_layers)]
+    base = tfd.MultivariateNormalDiag(params["loc"][i], params["scale"][i])
+    return tfd.TransformedDistribution(base, tfb.Chain(list(reversed(maps))))
+
+
+def gaussian_log_prob(z, loc, scale):
+    return np.sum(-0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
+
+
+def decoder_logits(model, z):
+    h = z
+    for layer in model.decoder.layers[:-1]:
+        h = maxout(h, layer)
+    return dense(h, model.decoder.layers[-1])
+
+
+def bernoulli_log_prob(x, logits):
+    return np.sum(-x * softplus(-logits) - (1 - x) * softplus(logits), axis=-1)
+

@@ -22,9 +22,9 @@ tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceCon
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfnf import layers, models  # noqa: E402
+from tfnf import models, sampling  # noqa: E402
 from tfnf.models import NormalizingFlow  # noqa: E402
-from tfnf.vae import FlowVAE, negative_log_likelihood  # noqa: E402
+from tfnf.models import FlowVAE, negative_log_likelihood  # noqa: E402
 
 DEVICES = ["/cpu:0", "/cpu:1"]
 
@@ -90,7 +90,7 @@ def per_replica_draws(model, strategy, x, with_rows):
 
     def draw(x):
         params = model.posterior_parameters(x)
-        rows = layers.replica_rows(tf.shape(x)[0]) if with_rows else None
+        rows = sampling.replica_rows(tf.shape(x)[0]) if with_rows else None
         z, _ = model.posterior_layer.sample_and_log_prob(params, seed, rows=rows)
         return (z - params["loc"]) / params["scale"]
 

@@ -32,7 +32,7 @@ def train(strategy):
     import keras
 
     from tfnf.models import NormalizingFlow
-    from tfnf.vae import FlowVAE
+    from tfnf.models import FlowVAE
 
     x = images(60, 12)  # 3 global batches of 20
     with strategy.scope():
@@ -100,7 +100,7 @@ def main():
 def train_untrained_weights():
     import keras
 
-    from tfnf.vae import FlowVAE
+    from tfnf.models import FlowVAE
 
     keras.utils.set_random_seed(0)
     vae = FlowVAE(latent_size=2, hidden_units=6, num_layers=2, data_size=12, seed=3, dtype="float64")

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from tfnf import cli, datasets
-from tfnf.vae import FlowVAE, negative_log_likelihood
+from tfnf.models import FlowVAE, negative_log_likelihood
 
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--batch-size", "100"]
 

@@ -4,9 +4,20 @@ References:
     Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
 """
 
-from tfnf import bijectors, datasets, diagnostics, layers, models, targets, vae
-from tfnf.models import NonFiniteLossError, NormalizingFlow
+from tfnf import bijectors, datasets, diagnostics, layers, models, sampling, targets
+from tfnf.models import FlowVAE, NonFiniteLossError, NormalizingFlow
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["bijectors", "datasets", "diagnostics", "layers", "models", "targets", "vae", "NormalizingFlow", "NonFiniteLossError"]
+__all__ = [
+    "FlowVAE",
+    "NonFiniteLossError",
+    "NormalizingFlow",
+    "bijectors",
+    "datasets",
+    "diagnostics",
+    "layers",
+    "models",
+    "sampling",
+    "targets",
+]

@@ -17,7 +17,9 @@ matplotlib.use("Agg")  # the command only writes files
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfnf import datasets, diagnostics, layers, models, plotting, targets, vae  # noqa: E402
+from tfnf import datasets, diagnostics, layers, models, plotting, targets  # noqa: E402
+
+__all__ = ["main"]
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -133,7 +135,7 @@ def _vae(args: argparse.Namespace) -> int:
         # Evenly spaced: the test split is ordered by digit (its first thousand images are 0s).
         test = test[np.arange(args.eval_images) * len(test) // args.eval_images]
     batches = train.shuffle(num_train, seed=args.seed).batch(args.batch_size).prefetch(2)
-    model = vae.FlowVAE(latent_size=args.latent, hidden_units=args.hidden, num_layers=args.layers, flow=args.flow,
+    model = models.FlowVAE(latent_size=args.latent, hidden_units=args.hidden, num_layers=args.layers, flow=args.flow,
                         anneal=args.anneal, seed=args.seed)
     clip = {"clipnorm": args.clip_norm} if args.clip_norm else {}
     optimizer = (keras.optimizers.RMSprop(args.learning_rate, momentum=args.momentum, **clip)
@@ -152,7 +154,7 @@ def _vae(args: argparse.Namespace) -> int:
     elbo = model.evaluate(test, batch_size=args.batch_size, return_dict=True, verbose=0)["elbo"]
     print(f"estimating -ln p(x) on {len(test)} test images with {args.samples} importance samples each", flush=True)
     start = time.perf_counter()
-    nll = vae.negative_log_likelihood(model, test, num_samples=args.samples, batch_size=args.batch_size,
+    nll = models.negative_log_likelihood(model, test, num_samples=args.samples, batch_size=args.batch_size,
                                       seed=args.seed, verbose=True)
     print(f"test ELBO = {elbo:.2f} nats (one sample per image)")
     print(f"test -ln p(x) = {nll.mean:.2f} +- {nll.standard_error:.2f} nats "
@@ -211,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     flow_vae.add_argument("--hidden", type=int, default=400, help="units of each maxout layer (default 400)")
     flow_vae.add_argument("--latent", type=int, default=40, help="latent variables (default 40)")
     flow_vae.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam")
-    # At Adam 1e-3, K = 40 diverged within the first epoch (the KL rose from 16 to 3,285 nats); 3e-4 did not.
+    # At Adam 1e-3, K = 40 diverged within the first epoch; 3e-4 did not (benchmarks/RESULTS.md).
     flow_vae.add_argument("--learning-rate", type=float, default=3e-4, help="default 3e-4")
     flow_vae.add_argument("--momentum", type=float, default=0.0, help="RMSprop's momentum (the paper: 0.9)")
     flow_vae.add_argument("--clip-norm", type=float, default=None,

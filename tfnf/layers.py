@@ -5,19 +5,33 @@ parameters and build a fresh bijector (or distribution) from them each time it
 is asked for, inside the traced training step.
 """
 
-import math
-from typing import Optional
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import bijectors
-from tfnf.bijectors.planar import identity_u
+from tfnf import bijectors, sampling
+from tfnf._checks import positive_int
+from tfnf.bijectors.planar import SOFTPLUS_INVERSE_OF_1, identity_u
 
-__all__ = ["Planar", "Radial", "NICE", "DiagonalNormal", "FullRankNormal", "BASES", "AmortizedFlow", "FLOWS", "get_flow", "diagonal_normal_draw", "replica_rows"]
+__all__ = [
+    "BASES",
+    "FLOWS",
+    "AmortizedFlow",
+    "DiagonalNormal",
+    "FullRankNormal",
+    "NICEStack",
+    "PlanarStack",
+    "RadialStack",
+    "event_ranks",
+    "get_flow",
+]
 
 tfd = tfp.distributions
+
+
+def event_ranks(bijector_class: type) -> dict:
+    """{parameter: event rank} of a TFP bijector class, from its `parameter_properties` (1: [D], 0: scalar)."""
+    return {name: p.event_ndims for name, p in bijector_class.parameter_properties().items()}
 
 
 class _FlowLayer(keras.layers.Layer):
@@ -26,8 +40,8 @@ class _FlowLayer(keras.layers.Layer):
     `bijector()` is a `tfnf.bijectors.Stack` of the family's bijector built from
     the weights: f_{K-1} o ... o f_0, traced as one loop. Keeping the K maps in
     one layer gives the optimiser a few [K, ...] weights instead of 3K small
-    ones, which is most of the step time of a long flow. Subclasses name their
-    `bijector_class` and its parameters with their event rank (1: [D], 0: scalar).
+    ones (faster: benchmarks/RESULTS.md). Subclasses name their `bijector_class`;
+    its `parameter_properties` give the weights and their shapes.
 
     Arguments:
         num_layers: K, the number of maps.
@@ -35,15 +49,17 @@ class _FlowLayer(keras.layers.Layer):
     """
 
     bijector_class: type
-    parameter_ranks: dict
     default_initializer = "random_normal"
 
     def __init__(self, num_layers: int = 1, initializer=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
-        self.num_layers = num_layers
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.initializer = keras.initializers.get(initializer or self.default_initializer)
+
+    @property
+    def parameter_ranks(self) -> dict:
+        """{weight: event rank}, the bijector's parameters in its constructor's order."""
+        return event_ranks(self.bijector_class)
 
     def build(self, input_shape):
         size = input_shape[-1]
@@ -84,22 +100,20 @@ def _own_draw(initializer, index: int):
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
-class Planar(_FlowLayer):
-    """K planar maps (eq. 10): weights u, w [K, D] and b [K] for `tfnf.bijectors.Planar`.
+class PlanarStack(_FlowLayer):
+    """K planar maps (eq. 10): weights u, w [K, D] and b [K] for `tfnf.bijectors.PlanarFlow`.
 
     w and b start U(0, 1), as in the seed scripts. With `start_at_identity`
     (default) u is then set so that u_hat = 0: every map starts as the identity
-    and q as the base, which on U1 straddles both modes; training splits it.
-    Measured on U1 (K = 8, 2,000 steps, 10 seeds): both modes covered 10 times
-    from the identity, 6 times with u drawn U(0, 1) too.
+    and q as the base, which on U1 straddles both modes and covers both more
+    often than a random start (benchmarks/RESULTS.md).
 
     Arguments:
         start_at_identity: set u from w so each map starts as the identity;
             False draws u from `initializer` like w and b.
     """
 
-    bijector_class = bijectors.Planar
-    parameter_ranks = {"u": 1, "w": 1, "b": 0}
+    bijector_class = bijectors.PlanarFlow
     default_initializer = {"class_name": "RandomUniform", "config": {"minval": 0.0, "maxval": 1.0}}
 
     def __init__(self, num_layers: int = 1, initializer=None, start_at_identity: bool = True, **kwargs):
@@ -116,15 +130,14 @@ class Planar(_FlowLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
-class Radial(_FlowLayer):
-    """K radial maps (eq. 14): weights z0 [K, D], a [K] and b [K] (raw alpha, beta) for `tfnf.bijectors.Radial`."""
+class RadialStack(_FlowLayer):
+    """K radial maps (eq. 14): weights z0 [K, D], a, b [K] (raw alpha, beta) for `tfnf.bijectors.RadialFlow`."""
 
-    bijector_class = bijectors.Radial
-    parameter_ranks = {"z0": 1, "a": 0, "b": 0}
+    bijector_class = bijectors.RadialFlow
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
-class NICE(keras.layers.Layer):
+class NICEStack(keras.layers.Layer):
     """K additive couplings (NICE, Dinh et al. 2014) from TFP, the paper's Figure 3(d) baseline.
 
     Each coupling is `tfb.RealNVP` with a shift-only network (volume
@@ -139,9 +152,8 @@ class NICE(keras.layers.Layer):
 
     def __init__(self, num_layers: int = 1, hidden_units: int = 32, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
-        self.num_layers, self.hidden_units = num_layers, hidden_units
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.hidden_units = positive_int(hidden_units, "hidden_units")
 
     def build(self, input_shape):
         size = input_shape[-1]
@@ -176,57 +188,6 @@ class NICE(keras.layers.Layer):
         return {**super().get_config(), "num_layers": self.num_layers, "hidden_units": self.hidden_units}
 
 
-def replica_rows(batch) -> Optional[tuple]:
-    """Where this replica's rows lie in the global batch, under a `tf.distribute` strategy.
-
-    Arguments:
-        batch: this replica's batch size, a scalar int32 tensor.
-    Returns:
-        (offset, total), scalar tensors: this replica holds rows offset ...
-        offset + batch - 1 of a global batch of `total`; None outside a strategy
-        or with one replica. Each replica gathers every replica's size, so a last
-        batch that the strategy splits unevenly is placed right.
-    """
-    replica = tf.distribute.get_replica_context()
-    if replica is None or replica.num_replicas_in_sync == 1:
-        return None
-    sizes = replica.all_gather(tf.reshape(tf.cast(batch, tf.int32), [1]), axis=0)  # [replicas]
-    return tf.reduce_sum(sizes[:replica.replica_id_in_sync_group]), tf.reduce_sum(sizes)
-
-
-def diagonal_normal_draw(loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, rows=None) -> tuple:
-    """Reparameterised draws z = loc + scale * eps of N(loc, diag(scale^2)) and their log-densities.
-
-    eps comes from `tf.random.stateless_normal` with the Philox algorithm: under
-    XLA on a CPU, TF's default stateless algorithm took most of a training
-    step's fixed cost (benchmarks/RESULTS.md). The training steps sample here.
-
-    Under a `tf.distribute` strategy each replica holds a slice of the global
-    batch; with `rows` it draws the global batch's noise and keeps its own rows,
-    so the replicas together draw what one device would, not the same noise twice.
-
-    Arguments:
-        loc, scale: [..., D] (batch shape [...]).
-        sample_shape: draws per batch member, a list or tuple of ints.
-        seed: stateless seed, a pair of integers.
-        rows: None, or (offset, total) from `replica_rows`: this call's draws are
-            rows offset ... of the first axis of a draw whose first axis is `total`.
-    Returns:
-        (z [*sample_shape, ..., D], ln N(z; loc, scale) [*sample_shape, ...]).
-    """
-    shape = tf.concat([tf.constant(list(sample_shape), tf.int32, shape=[len(sample_shape)]), tf.shape(loc)], 0)
-    if rows is None:
-        eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
-    else:
-        offset, total = rows
-        eps = tf.random.stateless_normal(tf.tensor_scatter_nd_update(shape, [[0]], [total]), seed=seed,
-                                         dtype=loc.dtype, alg="philox")
-        eps = eps[offset:offset + shape[0]]
-    log_q = (-0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - tf.reduce_sum(tf.math.log(scale), axis=-1)
-             - 0.5 * loc.shape[-1] * math.log(2 * math.pi))
-    return loc + scale * eps, log_q
-
-
 @keras.saving.register_keras_serializable(package="tfnf")
 class DiagonalNormal(keras.layers.Layer):
     """The base q0 = N(loc, diag(scale^2)), scale = softplus(raw_scale), starting at N(0, I).
@@ -238,26 +199,25 @@ class DiagonalNormal(keras.layers.Layer):
     def build(self, input_shape):
         size = input_shape[-1]
         self.loc = self.add_weight(shape=(size,), initializer="zeros", name="loc")
-        # softplus^-1(1) so the base starts as N(0, I).
-        self.raw_scale = self.add_weight(shape=(size,), initializer=keras.initializers.Constant(0.5413248546129181),
-                                         name="raw_scale")
+        start = keras.initializers.Constant(SOFTPLUS_INVERSE_OF_1)  # scale 1: q0 starts as N(0, I)
+        self.raw_scale = self.add_weight(shape=(size,), initializer=start, name="raw_scale")
 
     def distribution(self) -> tfd.Distribution:
         return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.loc),
                                           scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)))
 
     def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
-        """n reparameterised draws z0 = loc + scale * eps of q0 and their ln q0(z0) (`diagonal_normal_draw`).
+        """n reparameterised draws z0 = loc + scale * eps of q0 and ln q0(z0) (`sampling.diagonal_normal_draw`).
 
         Arguments:
             n: number of draws.
             seed: stateless seed, a pair of integers.
-            rows: None, or (offset, total): these n draws are rows offset ... of `total` (see `diagonal_normal_draw`).
+            rows: None, or a `sampling.ReplicaRows`: these n draws are that slice of the global draw.
         Returns:
             (z0 [n, D], ln q0(z0) [n]).
         """
-        loc = tf.convert_to_tensor(self.loc)
-        return diagonal_normal_draw(loc, tf.math.softplus(tf.convert_to_tensor(self.raw_scale)), [n], seed, rows)
+        loc, scale = tf.convert_to_tensor(self.loc), tf.math.softplus(tf.convert_to_tensor(self.raw_scale))
+        return sampling.diagonal_normal_draw(loc, scale, [n], seed, rows)
 
     def call(self, n):
         return self.distribution().sample(n)
@@ -301,7 +261,7 @@ class FullRankNormal(keras.layers.Layer):
         Arguments are those of `DiagonalNormal.sample_and_log_prob`. Returns (z0 [n, D], ln q0(z0) [n]).
         """
         loc, scale_tril = tf.convert_to_tensor(self.loc), self.scale_tril()
-        eps, log_n = diagonal_normal_draw(tf.zeros_like(loc), tf.ones_like(loc), [n], seed, rows)
+        eps, log_n = sampling.diagonal_normal_draw(tf.zeros_like(loc), tf.ones_like(loc), [n], seed, rows)
         z0 = loc + tf.linalg.matvec(scale_tril, eps)
         return z0, log_n - tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)))
 
@@ -312,11 +272,16 @@ class FullRankNormal(keras.layers.Layer):
 BASES = {"diagonal": DiagonalNormal, "full_rank": FullRankNormal}
 
 
-FLOWS = {"planar": Planar, "radial": Radial, "nice": NICE}
+FLOWS = {"planar": PlanarStack, "radial": RadialStack, "nice": NICEStack}
+
+# The names before 0.2, kept for one release; .keras files saved with them load as the new classes.
+Planar, Radial, NICE = PlanarStack, RadialStack, NICEStack
+for _old, _new in (("Planar", PlanarStack), ("Radial", RadialStack), ("NICE", NICEStack)):
+    keras.saving.get_custom_objects()[f"tfnf>{_old}"] = _new
 
 
 def get_flow(name: str) -> type:
-    """The flow layer class called `name` ("planar", "radial" or "nice")."""
+    """The flow layer class called `name` (a key of `FLOWS`)."""
     if name not in FLOWS:
         raise ValueError(f"Unknown flow {name!r}; known flows: {', '.join(sorted(FLOWS))}.")
     return FLOWS[name]
@@ -343,9 +308,8 @@ class AmortizedFlow(keras.layers.Layer):
     start as Keras' Dense (Glorot kernel, zero bias; planar w at a fifth of
     Glorot's variance, so that w(x).z + b starts mostly where tanh is not flat),
     so w, b (z0, a) differ per example and the zero head has a non-zero gradient
-    from the first step. (All
-    heads at zero would make planar maps a saddle: u = w = b = 0 has zero
-    gradient in every parameter.)
+    from the first step. (All heads at zero would make planar maps a saddle:
+    u = w = b = 0 has zero gradient in every parameter.)
 
     Arguments:
         event_size: D, the latent dimension.
@@ -365,30 +329,26 @@ class AmortizedFlow(keras.layers.Layer):
     def _radial(z0, a, b) -> dict:
         return {"z0": z0, "a": a, "b": a + b}
 
-    # flow: (bijector, {parameter: event rank}, head outputs -> bijector parameters, the head that starts at zero)
-    families = {"planar": (bijectors.Planar, {"u": 1, "w": 1, "b": 0}, _planar, "u"),
-                "radial": (bijectors.Radial, {"z0": 1, "a": 0, "b": 0}, _radial, "b")}
+    # flow: (bijector, head outputs -> bijector parameters, the head that starts at zero)
+    families = {"planar": (bijectors.PlanarFlow, _planar, "u"), "radial": (bijectors.RadialFlow, _radial, "b")}
     scales = {"softplus": tf.math.softplus, "exp": tf.exp}
-    # Planar w starts at a fifth of Glorot's variance: with Glorot, w(x).z + b had sd 2.5 on MNIST at
-    # the start (37% of samples where tanh is flat) and ||w|| 2.3; at 0.2, ||w|| is about 1, and the
-    # DLGM with K = 10 reached -ln p(x) 99.77 instead of 100.27 after 10 epochs (benchmarks/RESULTS.md).
-    # (Configs, made into initializers per layer: an instance made at import would take its seed then,
-    # not from keras.utils.set_random_seed, and give every layer the same draws.)
+    # Planar w starts at a fifth of Glorot's variance, so that w(x).z + b starts mostly where tanh is
+    # not flat (benchmarks/RESULTS.md). Configs, made into initializers per layer: an instance made at
+    # import would take its seed then, not from keras.utils.set_random_seed.
     small_heads = {"planar": {"w": {"class_name": "VarianceScaling",
                                     "config": {"scale": 0.2, "mode": "fan_avg", "distribution": "uniform"}}}}
 
     def __init__(self, event_size: int, num_layers: int, flow: str = "planar", scale: str = "softplus", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(event_size, bool) or not isinstance(event_size, int) or event_size < 1:
-            raise ValueError(f"AmortizedFlow: event_size must be a positive integer, got {event_size!r}.")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"AmortizedFlow: num_layers must be a non-negative integer, got {num_layers!r}.")
+        event_size = positive_int(event_size, "AmortizedFlow: event_size")
+        num_layers = positive_int(num_layers, "AmortizedFlow: num_layers", minimum=0)
         if flow not in self.families:
             raise ValueError(f"AmortizedFlow: unknown flow {flow!r}; amortised flows: {', '.join(self.families)}.")
         if scale not in self.scales:
             raise ValueError(f"AmortizedFlow: unknown scale {scale!r}; choose one of: {', '.join(self.scales)}.")
         self.event_size, self.num_layers, self.flow, self.scale = event_size, num_layers, flow, scale
-        self._bijector_class, self.parameter_ranks, self._from_heads, zero_head = self.families[flow]
+        self._bijector_class, self._from_heads, zero_head = self.families[flow]
+        self.parameter_ranks = event_ranks(self._bijector_class)
 
         def dense(units, name, **init):
             return keras.layers.Dense(units, dtype=self.dtype_policy, name=name, **init)
@@ -443,16 +403,13 @@ class AmortizedFlow(keras.layers.Layer):
             params: what `call` returned, `loc` and `scale` [B, D].
             seed: stateless seed, a pair of integers.
             sample_shape: draws per example, a tuple of ints.
-            rows: None, or (offset, total) from `replica_rows` with sample_shape (): the B
-                examples are rows offset ... of a global batch of `total` (see `diagonal_normal_draw`).
+            rows: None, or a `sampling.ReplicaRows` with sample_shape (): the B examples
+                are that slice of the global batch.
         Returns:
             (z [*sample_shape, B, D], ln q_K(z | x) [*sample_shape, B]).
         """
-        z0, log_q0 = diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed, rows)
-        if self.num_layers == 0:
-            return z0, log_q0
-        z, log_det = self.bijector_from(params).forward_and_log_det(z0)
-        return z, log_q0 - log_det
+        z0, log_q0 = sampling.diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed, rows)
+        return sampling.push_forward(self.bijector_from(params), z0, log_q0)
 
     def distribution(self, h) -> tfd.TransformedDistribution:
         """q_K(z | x) for features h: [B, H]; batch shape [B], event shape [D]."""

@@ -98,7 +98,7 @@ def _tiles(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def samples_and_reconstructions(model, images: np.ndarray, seed: int = 0) -> plt.Figure:
-    """A `tfnf.vae.FlowVAE`'s mean images at 64 prior samples, and 32 images beside their reconstructions.
+    """A `tfnf.models.FlowVAE`'s mean images at 64 prior samples, and 32 images beside their reconstructions.
 
     Arguments:
         model: a FlowVAE on 28 x 28 images.

@@ -140,9 +140,9 @@ class JointTarget:
     is the same for `tfp.vi`.
 
     `xla_friendly` is False for an auto-batched model, whose gradient compiles
-    badly under XLA (measured 2 s a step against 16 ms without XLA); models
-    then train without XLA by default. A `JointDistributionCoroutine` written
-    for batched inputs (with `Root`) trains with XLA (3 ms a step).
+    badly under XLA (benchmarks/RESULTS.md); models then train without XLA by
+    default. A `JointDistributionCoroutine` written for batched inputs (with
+    `Root`) trains with XLA.
 
     Arguments:
         model: a `tfd.JointDistribution*` (e.g. `JointDistributionCoroutineAutoBatched`)
@@ -156,9 +156,8 @@ class JointTarget:
                             f"got {type(model).__name__}.")
         self.model = model
         self._log_prob = getattr(model, "unnormalized_log_prob", model.log_prob)
-        # An auto-batched model evaluates a batch of z through tf.vectorized_map. Its gradient
-        # under XLA took 2 s a training step here (the same model written for batches: 3 ms),
-        # so NormalizingFlow.compile's "auto" leaves XLA off for it (16 ms a step).
+        # An auto-batched model evaluates a batch of z through tf.vectorized_map, whose gradient
+        # is far slower under XLA than without it: compile's "auto" leaves XLA off for it.
         self.xla_friendly = not getattr(getattr(model, "distribution", model), "use_vectorized_map", False)
         constrain = model.experimental_default_event_space_bijector()
         shapes = constrain.inverse_event_shape(model.event_shape)  # the unconstrained variables' shapes

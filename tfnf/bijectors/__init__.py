@@ -1,7 +1,7 @@
 """TFP bijectors for the paper's flows; no Keras here, so a TFP user can take one alone."""
 
-from tfnf.bijectors.planar import Planar
-from tfnf.bijectors.radial import Radial
+from tfnf.bijectors.planar import Planar, PlanarFlow
+from tfnf.bijectors.radial import Radial, RadialFlow
 from tfnf.bijectors.stack import Stack
 
-__all__ = ["Planar", "Radial", "Stack"]
+__all__ = ["PlanarFlow", "RadialFlow", "Stack", "Planar", "Radial"]

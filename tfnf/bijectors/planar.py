@@ -9,19 +9,17 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import dtype_util, parameter_properties, tensor_util
 
-from tfnf.bijectors._checks import check_event_shapes as _check_event_shapes
-from tfnf.bijectors._checks import finiteness_checks
+from tfnf._checks import positive_int
+from tfnf.bijectors._checks import check_event_shapes, finiteness_checks
 
-__all__ = ["Planar", "constrain_u", "identity_u", "INVERSE_ITERATIONS"]
+__all__ = ["PlanarFlow", "Planar", "constrain_u", "identity_u", "INVERSE_ITERATIONS", "SOFTPLUS_INVERSE_OF_1"]
 
-# Newton in `_solve_alpha` converges monotonically: quadratically for a
-# well-conditioned map (under 10 steps to round-off, measured), linearly with
-# ratio ~2/3 where w.u_hat -> -1 and the map is nearly singular. 50 steps cover
-# both; the inverse is not on the training path, so the cost is only in log_prob.
+# Newton in `_solve_alpha` converges monotonically, quadratically for a well-conditioned map
+# and linearly where w.u_hat -> -1; 50 steps cover both (benchmarks/RESULTS.md). The inverse
+# is not on the training path, so the cost is only in log_prob.
 INVERSE_ITERATIONS = 50
 
-
-_SOFTPLUS_INVERSE_OF_1 = 0.5413248546129181  # ln(e - 1)
+SOFTPLUS_INVERSE_OF_1 = 0.5413248546129181  # ln(e - 1), correctly rounded: softplus of it is 1
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -57,7 +55,7 @@ def identity_u(w: tf.Tensor) -> tf.Tensor:
     With u parallel to w, w.u = c and u_hat = m(c) w / ||w||^2, zero where
     m(c) = softplus(c) - 1 = 0. w: [..., D] -> [..., D].
     """
-    return _over_norm_sq(tf.constant(_SOFTPLUS_INVERSE_OF_1, w.dtype) * w, w)
+    return _over_norm_sq(tf.constant(SOFTPLUS_INVERSE_OF_1, w.dtype) * w, w)
 
 
 def one_plus_w_u_hat(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
@@ -109,7 +107,7 @@ def _step(constants: tuple, z: tf.Tensor) -> tuple:
     return z + u_hat * t[..., tf.newaxis], tf.math.log(_jacobian_factor(t, one_plus_m))
 
 
-class Planar(tfp.bijectors.AutoCompositeTensorBijector):
+class PlanarFlow(tfp.bijectors.AutoCompositeTensorBijector):
     """Planar flow y = z + u_hat tanh(w.z + b) with an exact inverse.
 
     Parameters are unconstrained: `u` is mapped to `u_hat` (Appendix A.1) inside,
@@ -133,14 +131,12 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype([u, w, b], dtype_hint=tf.float32)
             if not dtype_util.is_floating(dtype):
-                raise TypeError(f"Planar: u, w, b must be floating point, got {dtype_util.name(dtype)}.")
+                raise TypeError(f"PlanarFlow: u, w, b must be floating point, got {dtype_util.name(dtype)}.")
             self._u = tensor_util.convert_nonref_to_tensor(u, dtype=dtype, name="u")
             self._w = tensor_util.convert_nonref_to_tensor(w, dtype=dtype, name="w")
             self._b = tensor_util.convert_nonref_to_tensor(b, dtype=dtype, name="b")
-            self._inverse_iterations = int(inverse_iterations)
-            if self._inverse_iterations < 1:
-                raise ValueError(f"Planar: inverse_iterations must be >= 1, got {inverse_iterations}.")
-            _check_event_shapes("Planar", u=self._u, w=self._w)
+            self._inverse_iterations = positive_int(inverse_iterations, "PlanarFlow: inverse_iterations")
+            check_event_shapes("PlanarFlow", u=self._u, w=self._w)
             super().__init__(forward_min_event_ndims=1, dtype=dtype, validate_args=validate_args,
                              parameters=parameters, name=name)
 
@@ -166,18 +162,18 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
         """The constrained u, [..., D]; w.u_hat > -1."""
         return constrain_u(tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w))
 
-    def stack_step(self) -> tuple:
-        """What `Stack` needs to sweep these maps: (constants, step).
+    def constants_and_step(self) -> tuple:
+        """The maps as per-map constants and a pure function of one map: (constants, step).
 
-        constants: u_hat, w, b and 1 + w.u_hat for every map at once ([K, ...]),
-        so the loop over maps does not recompute them map by map; step(c, z)
+        constants: u_hat, w, b and 1 + w.u_hat of every map at once ([...]), so a
+        loop over maps (`Stack`) does not recompute them map by map; step(c, z)
         -> (f(z), log|det df/dz|) for one slice c of them.
         """
         u, w = tf.convert_to_tensor(self._u), tf.convert_to_tensor(self._w)
         return (constrain_u(u, w), w, tf.convert_to_tensor(self._b), one_plus_w_u_hat(u, w)), _step
 
     def _forward(self, z):
-        return _step(self.stack_step()[0], z)[0]
+        return _step(self.constants_and_step()[0], z)[0]
 
     def _inverse(self, y):
         u, w, b = (tf.convert_to_tensor(p) for p in (self._u, self._w, self._b))
@@ -185,7 +181,7 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
         return y - constrain_u(u, w) * tf.tanh(alpha + b)[..., tf.newaxis]
 
     def _forward_log_det_jacobian(self, z):
-        return _step(self.stack_step()[0], z)[1]
+        return _step(self.constants_and_step()[0], z)[1]
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))
@@ -193,4 +189,7 @@ class Planar(tfp.bijectors.AutoCompositeTensorBijector):
     def _parameter_control_dependencies(self, is_init):
         if not self.validate_args:
             return []
-        return finiteness_checks("Planar", is_init, u=self._u, w=self._w, b=self._b)
+        return finiteness_checks("PlanarFlow", is_init, u=self._u, w=self._w, b=self._b)
+
+
+Planar = PlanarFlow  # the name before 0.2; kept for one release

@@ -11,7 +11,7 @@ from tensorflow_probability.python.internal import dtype_util, parameter_propert
 
 from tfnf.bijectors._checks import check_event_shapes, finiteness_checks
 
-__all__ = ["Radial"]
+__all__ = ["RadialFlow", "Radial"]
 
 
 def _safe_norm(x: tf.Tensor) -> tf.Tensor:
@@ -47,7 +47,7 @@ def _step(constants: tuple, z: tf.Tensor) -> tuple:
     return z0 + d * ((s + r) / (alpha + r))[..., tf.newaxis], log_det
 
 
-class Radial(tfp.bijectors.AutoCompositeTensorBijector):
+class RadialFlow(tfp.bijectors.AutoCompositeTensorBijector):
     """Radial flow y = z + beta (z - z0) / (alpha + ||z - z0||) with a closed-form inverse.
 
     Parameters are unconstrained: alpha = softplus(a) > 0 and
@@ -69,11 +69,11 @@ class Radial(tfp.bijectors.AutoCompositeTensorBijector):
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype([z0, a, b], dtype_hint=tf.float32)
             if not dtype_util.is_floating(dtype):
-                raise TypeError(f"Radial: z0, a, b must be floating point, got {dtype_util.name(dtype)}.")
+                raise TypeError(f"RadialFlow: z0, a, b must be floating point, got {dtype_util.name(dtype)}.")
             self._z0 = tensor_util.convert_nonref_to_tensor(z0, dtype=dtype, name="z0")
             self._a = tensor_util.convert_nonref_to_tensor(a, dtype=dtype, name="a")
             self._b = tensor_util.convert_nonref_to_tensor(b, dtype=dtype, name="b")
-            check_event_shapes("Radial", z0=self._z0)
+            check_event_shapes("RadialFlow", z0=self._z0)
             super().__init__(forward_min_event_ndims=1, dtype=dtype, validate_args=validate_args,
                              parameters=parameters, name=name)
 
@@ -95,25 +95,25 @@ class Radial(tfp.bijectors.AutoCompositeTensorBijector):
         """beta = -alpha + softplus(b) > -alpha, [...]."""
         return tf.math.softplus(self._b) - self.alpha()
 
-    def stack_step(self) -> tuple:
-        """What `Stack` needs to sweep these maps: (constants, step).
+    def constants_and_step(self) -> tuple:
+        """The maps as per-map constants and a pure function of one map: (constants, step).
 
-        constants: z0, alpha and s = alpha + beta for every map at once ([K, ...]);
+        constants: z0, alpha and s = alpha + beta of every map at once ([...]);
         step(c, z) -> (f(z), log|det df/dz|) for one slice c of them.
         """
         return (tf.convert_to_tensor(self._z0), self.alpha(), tf.math.softplus(self._b)), _step
 
     def _forward(self, z):
-        return _step((self._z0, self.alpha(), tf.math.softplus(self._b)), z)[0]
+        return _step(self.constants_and_step()[0], z)[0]
 
     def _inverse(self, y):
-        d = y - self._z0
-        alpha, s = self.alpha(), tf.math.softplus(self._b)
+        z0, alpha, s = self.constants_and_step()[0]
+        d = y - z0
         r = _solve_radius(_safe_norm(d), alpha, s)
-        return self._z0 + d * ((alpha + r) / (s + r))[..., tf.newaxis]
+        return z0 + d * ((alpha + r) / (s + r))[..., tf.newaxis]
 
     def _forward_log_det_jacobian(self, z):
-        return _step((self._z0, self.alpha(), tf.math.softplus(self._b)), z)[1]
+        return _step(self.constants_and_step()[0], z)[1]
 
     def _inverse_log_det_jacobian(self, y):
         return -self._forward_log_det_jacobian(self._inverse(y))
@@ -121,4 +121,7 @@ class Radial(tfp.bijectors.AutoCompositeTensorBijector):
     def _parameter_control_dependencies(self, is_init):
         if not self.validate_args:
             return []
-        return finiteness_checks("Radial", is_init, z0=self._z0, a=self._a, b=self._b)
+        return finiteness_checks("RadialFlow", is_init, z0=self._z0, a=self._a, b=self._b)
+
+
+Radial = RadialFlow  # the name before 0.2; kept for one release

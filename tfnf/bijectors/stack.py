@@ -17,7 +17,7 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
 
     Arguments:
         layers: a bijector with batch shape [K, ...], e.g.
-            `tfnf.bijectors.Planar(u=[K, D], w=[K, D], b=[K])`. K must be static.
+            `tfnf.bijectors.PlanarFlow(u=[K, D], w=[K, D], b=[K])`. K must be static.
     """
 
     def __init__(self, layers: tfp.bijectors.Bijector, validate_args: bool = False, name: str = "stack"):
@@ -41,6 +41,11 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
     @property
     def num_layers(self) -> int:
         return self._num_layers
+
+    def __getitem__(self, slices) -> "Stack":
+        """Batch slicing: every map keeps its place on the leading axis K and is sliced behind it."""
+        slices = slices if isinstance(slices, tuple) else (slices,)
+        return Stack(self._layers[(slice(None), *slices)], validate_args=self.validate_args)
 
     def _batch_shape(self, x_event_ndims):
         return self._layers.experimental_batch_shape(x_event_ndims=x_event_ndims)[1:]
@@ -76,15 +81,15 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         ldj = tf.zeros(ps.shape(x)[:-1], x.dtype)  # broadcast against the layers' batch below
         ldj = ldj + tf.zeros(self._batch_shape_tensor(1), x.dtype)
 
-        if not hasattr(self._layers, "stack_step"):
+        if not hasattr(self._layers, "constants_and_step"):
             def body(layer, z, ldj):
                 return layer.forward(z), ldj + layer.forward_log_det_jacobian(z, event_ndims=1)
 
             return self._loop(body, (x, ldj))
-        # Planar and Radial hand over their per-map constants for all K maps,
-        # computed once outside the loop, and a step that uses one slice: the
-        # loop body is then a few fused element-wise ops (benchmarks/RESULTS.md).
-        constants, step = self._layers.stack_step()
+        # Planar and radial maps hand over their constants for all K maps, computed once
+        # outside the loop, and a step that uses one slice: the loop body is then a few
+        # fused element-wise ops (benchmarks/RESULTS.md).
+        constants, step = self._layers.constants_and_step()
         return _sweep(step, constants, x, ldj, self._num_layers)
 
     def _forward(self, x):
@@ -118,9 +123,8 @@ def _sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tu
 
     Its gradient rematerialises: the forward loop keeps only each z_k, and the
     backward loop re-runs one step at a time under a tape to get that step's
-    vector-Jacobian product. Backpropagating the forward `tf.while_loop` instead
-    makes TF keep every intermediate of every step; under XLA on a CPU that
-    cost about a fifth of a training step at K = 32 (benchmarks/RESULTS.md).
+    vector-Jacobian product, rather than keeping every intermediate of every
+    step as backpropagating the loop would (faster under XLA: benchmarks/RESULTS.md).
 
     Arguments:
         step: (constants slice, z [..., D]) -> (z' [..., D], log-det [...]).

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tfnf import datasets
-from tfnf.vae import FlowVAE
+from tfnf.models import FlowVAE
 
 HELPER = pathlib.Path(__file__).with_name("mirrored_strategy_check.py")
 MULTI_WORKER = pathlib.Path(__file__).with_name("multi_worker_check.py")

@@ -1,92 +1,37 @@
-"""AmortizedFlow and FlowVAE: per-example flows, the ELBO, importance-sampled -ln p(x), training, saving, bad input.
+"""FlowVAE: the ELBO, importance-sampled -ln p(x), training, saving, bad input.
 
 Each model quantity is checked against a recomputation that shares none of its
-code: numpy forward passes of the encoder and decoder, per-example `tfb.Chain`s
-of the bijectors built by hand, autodiff Jacobians and quadrature over z.
+code (conftest): numpy forward passes of the encoder and decoder, per-example
+`tfb.Chain`s of the bijectors built by hand, autodiff Jacobians and quadrature over z.
 """
 
+import importlib
 import math
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from conftest import (
+    bernoulli_log_prob,
+    decoder_logits,
+    gaussian_log_prob,
+    head_parameters,
+    maxout,
+    per_example_posterior,
+    weights,
+)
 from scipy.special import logsumexp
 
 import tfnf
-from tfnf.bijectors import Planar, Radial
-from tfnf.layers import AmortizedFlow
-from tfnf.vae import FlowVAE, negative_log_likelihood
+from tfnf.models import FlowVAE, negative_log_likelihood
 
 tfb, tfd = tfp.bijectors, tfp.distributions
-BIJECTORS = {"planar": Planar, "radial": Radial}
-
-
-# -- independent numpy recomputations ---------------------------------------
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
-
-
-def dense(x, layer):
-    return x @ layer.kernel.numpy() + layer.bias.numpy()
-
-
-def maxout(x, layer):
-    y = dense(x, layer.dense)
-    return y.reshape(*y.shape[:-1], layer.units, layer.pieces).max(axis=-1)  # windows of consecutive units
-
-
-def head_parameters(layer, h):
-    """AmortizedFlow's parameters from its head weights, in numpy: {name: [B, D] or [K, B, ...]}."""
-    scale = {"softplus": softplus, "exp": np.exp}[layer.scale]
-    params = {"loc": dense(h, layer.loc_head), "scale": scale(dense(h, layer.scale_head))}
-    K, D = layer.num_layers, layer.event_size
-    for name, rank in layer.parameter_ranks.items() if K else []:
-        out = dense(h, layer.flow_heads[name]).reshape((len(h), K) + (D,) * rank)
-        params[name] = np.moveaxis(out, 1, 0)
-    if layer.flow == "planar" and K:  # u starts from the u whose u_hat is 0: ln(e - 1) w / ||w||^2
-        w = params["w"]
-        params["u"] = params["u"] + math.log(math.e - 1) * w / np.sum(w**2, axis=-1, keepdims=True)
-    if layer.flow == "radial" and K:  # raw beta starts from raw alpha
-        params["b"] = params["a"] + params["b"]
-    return params
-
-
-def per_example_posterior(layer, params, i):
-    """q_K(z | x_i) as a tfb.Chain of the K maps' slices [k, i], f_0 first."""
-    maps = [BIJECTORS[layer.flow](*[params[n][k, i] for n in layer.parameter_ranks]) for k in range(layer.num_layers)]
-    base = tfd.MultivariateNormalDiag(params["loc"][i], params["scale"][i])
-    return tfd.TransformedDistribution(base, tfb.Chain(list(reversed(maps))))
-
-
-def gaussian_log_prob(z, loc, scale):
-    return np.sum(-0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
-
-
-def decoder_logits(model, z):
-    h = z
-    for layer in model.decoder.layers[:-1]:
-        h = maxout(h, layer)
-    return dense(h, model.decoder.layers[-1])
-
-
-def bernoulli_log_prob(x, logits):
-    return np.sum(-x * softplus(-logits) - (1 - x) * softplus(logits), axis=-1)
 
 
 # -- helpers ----------------------------------------------------------------
-
-def amortized(flow, num_layers=3, event_size=3, features=5, scale="softplus", seed=0, spread=0.5):
-    """A float64 AmortizedFlow whose heads are all drawn at random, so no map is the identity."""
-    layer = AmortizedFlow(event_size, num_layers, flow=flow, scale=scale, dtype="float64")
-    layer.build((None, features))
-    rng = np.random.default_rng(seed)
-    for weight in layer.weights:
-        weight.assign(spread * rng.normal(size=weight.shape))
-    return layer
-
 
 def vae(num_layers=2, flow="planar", seed=0, data_size=12, latent_size=2, hidden_units=6, **kwargs):
     keras.utils.set_random_seed(seed)
@@ -108,139 +53,6 @@ def binary_images(n, size, seed=0, prototypes=2, flip=0.05):
     protos = rng.random((prototypes, size)) < 0.5
     x = protos[rng.integers(prototypes, size=n)] ^ (rng.random((n, size)) < flip)
     return x.astype("float32")
-
-
-def weights(model):
-    return [v.numpy().copy() for v in model.trainable_variables]
-
-
-# -- AmortizedFlow ----------------------------------------------------------
-
-@pytest.mark.parametrize("flow", ["planar", "radial"])
-def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow):
-    layer = amortized(flow)
-    h = np.random.default_rng(1).normal(size=(6, 5))
-    params = {k: v.numpy() for k, v in layer(h).items()}
-    expected = head_parameters(layer, h)
-    assert params.keys() == expected.keys()
-    for name in params:  # map k of example i in block k of the head's output
-        np.testing.assert_allclose(params[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
-
-    q = layer.distribution(h)
-    assert q.batch_shape == [6] and q.event_shape == [3]
-    for z, log_q in (q.experimental_sample_and_log_prob(7, seed=[3, 4]),  # forward sweeps: [7, 6, 3], [7, 6]
-                     layer.sample_and_log_prob(layer(h), seed=[3, 4], sample_shape=(7,))):
-        z = tf.constant(z.numpy())  # a new tensor, so log_prob goes through the inverse, not TFP's cache
-        log_prob = q.log_prob(z).numpy()
-        for i in range(6):
-            by_chain = per_example_posterior(layer, params, i).log_prob(z[:, i]).numpy()
-            np.testing.assert_allclose(log_prob[:, i], by_chain, rtol=0, atol=1e-9)
-            np.testing.assert_allclose(log_q.numpy()[:, i], by_chain, rtol=0, atol=1e-9)
-
-
-def test_sample_and_log_prob_draws_the_base_then_the_maps():
-    layer = amortized("planar", seed=12)
-    h = np.random.default_rng(13).normal(size=(6, 5))
-    params = layer(h)
-    z, _ = layer.sample_and_log_prob(params, seed=[1, 2], sample_shape=(2000,))
-    eps = (layer.bijector_from(params).inverse(z) - params["loc"]) / params["scale"]  # back to the base noise
-    eps = eps.numpy().reshape(-1)
-    assert abs(eps.mean()) < 4 / math.sqrt(eps.size) and abs(eps.var() - 1) < 4 * math.sqrt(2 / eps.size)
-
-
-@pytest.mark.parametrize("flow", ["planar", "radial"])
-def test_amortized_log_density_matches_the_autodiff_jacobian(flow):
-    layer = amortized(flow, seed=2)
-    h = np.random.default_rng(3).normal(size=(6, 5))
-    params = layer(h)
-    z0 = tf.constant(np.random.default_rng(4).normal(size=(6, 3)))
-    with tf.GradientTape() as tape:
-        tape.watch(z0)
-        z = layer.bijector_from(params).forward(z0)
-    log_det = tf.linalg.slogdet(tape.batch_jacobian(z, z0))[1].numpy()
-    assert np.abs(log_det).max() > 0.1  # the maps are far from volume preserving
-    expected = gaussian_log_prob(z0.numpy(), params["loc"].numpy(), params["scale"].numpy()) - log_det
-    q = layer.distribution_from(params)
-    np.testing.assert_allclose(q.log_prob(tf.constant(z.numpy())).numpy(), expected, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(q.bijector.inverse(tf.constant(z.numpy())).numpy(), z0.numpy(), atol=1e-9)
-
-
-@pytest.mark.parametrize("scale", ["softplus", "exp"])
-def test_no_maps_is_the_diagonal_gaussian(scale):
-    layer = amortized("planar", num_layers=0, scale=scale)
-    assert [w.path.split("/")[1] for w in layer.weights] == ["loc", "loc", "scale", "scale"]
-    h = np.random.default_rng(5).normal(size=(4, 5))
-    params = head_parameters(layer, h)
-    z = np.random.default_rng(6).normal(size=(9, 4, 3))
-    np.testing.assert_allclose(layer.distribution(h).log_prob(z).numpy(),
-                               gaussian_log_prob(z, params["loc"], params["scale"]), rtol=1e-12)
-
-
-@pytest.mark.parametrize("flow", ["planar", "radial"])
-def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
-    keras.utils.set_random_seed(0)
-    layer = AmortizedFlow(3, 4, flow=flow, dtype="float64")
-    layer.build((None, 5))
-    h = np.random.default_rng(7).normal(size=(6, 5))
-    params = head_parameters(layer, h)
-    z0 = np.random.default_rng(8).normal(size=(6, 3))
-    np.testing.assert_allclose(layer.bijector_from(layer(h)).forward(z0).numpy(), z0, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(layer.distribution(h).log_prob(z0).numpy(),
-                               gaussian_log_prob(z0, params["loc"], params["scale"]), rtol=0, atol=1e-12)
-    assert np.ptp(params["z0" if flow == "radial" else "w"], axis=1).min() > 0  # parameters differ per example
-
-    def gradients():
-        with tf.GradientTape() as tape:
-            z = layer.bijector_from(layer(h)).forward(z0)
-            loss = tf.reduce_sum(z * np.random.default_rng(9).normal(size=z0.shape))
-        return dict(zip((w.path for w in layer.weights), tape.gradient(loss, layer.weights)))
-
-    zero_head = "u" if flow == "planar" else "b"
-    assert np.abs(gradients()[f"{layer.name}/{zero_head}/kernel"].numpy()).max() > 1e-3  # not a stationary point
-    if flow == "planar":  # with every flow head at zero instead, the maps would sit on a saddle and never move
-        for head in layer.flow_heads.values():
-            for weight in head.weights:
-                weight.assign(tf.zeros_like(weight))
-        flow_gradients = [g.numpy() for path, g in gradients().items() if path.split("/")[1] in layer.flow_heads]
-        assert len(flow_gradients) == 6 and all(np.all(g == 0) for g in flow_gradients)
-
-
-def test_every_head_receives_a_gradient_off_the_identity():
-    layer = amortized("planar", seed=10)
-    h = np.random.default_rng(11).normal(size=(6, 5))
-    with tf.GradientTape() as tape:
-        z, log_q = layer.distribution(h).experimental_sample_and_log_prob(seed=[1, 2])
-        loss = tf.reduce_mean(log_q + 0.5 * tf.reduce_sum(z**2, -1))
-    for weight, grad in zip(layer.weights, tape.gradient(loss, layer.weights)):
-        assert grad is not None and np.abs(grad.numpy()).min() > 0, weight.path
-
-
-def test_planar_w_head_starts_at_a_fifth_of_glorots_variance():
-    # VarianceScaling(0.2, fan_avg, uniform): U(-l, l) with l^2 = 3 * 0.2 * 2 / (fan_in + fan_out), variance l^2 / 3.
-    keras.utils.set_random_seed(0)
-    layer = AmortizedFlow(40, 10, flow="planar", dtype="float64")
-    layer.build((None, 400))
-    kernel = layer.flow_heads["w"].kernel.numpy()
-    assert kernel.shape == (400, 400)
-    variance = 0.2 * 2 / (400 + 400)
-    assert abs(kernel.var() - variance) < 0.02 * variance  # 160,000 draws: the sampling error is 0.4%
-    assert np.abs(kernel).max() <= np.sqrt(3 * variance)
-    glorot = layer.flow_heads["b"].kernel.numpy()  # the other heads keep Glorot's, five times the variance
-    assert abs(glorot.var() * (400 + 10) / (kernel.var() * (400 + 400)) - 5) < 0.3  # 4,000 draws: 2% error
-
-
-def test_amortized_flow_config_round_trip_and_bad_arguments():
-    layer = AmortizedFlow(event_size=4, num_layers=5, flow="radial", scale="exp", name="q")
-    clone = AmortizedFlow.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config() and clone.num_layers == 5 and clone.scale == "exp"
-    for kwargs, match in [({"event_size": 0}, "event_size must be a positive integer, got 0"),
-                          ({"num_layers": -1}, "num_layers must be a non-negative integer, got -1"),
-                          ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial"),
-                          ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp")]:
-        with pytest.raises(ValueError, match=match):
-            AmortizedFlow(**{"event_size": 2, "num_layers": 1, **kwargs})
-    with pytest.raises(ValueError, match=r"features h must be \[B, H\], got shape \(2, 3, 4\)"):
-        AmortizedFlow(2, 1).build((2, 3, 4))
 
 
 # -- FlowVAE ----------------------------------------------------------------
@@ -411,9 +223,11 @@ def test_bad_data_is_named():
         negative_log_likelihood(model, np.zeros((2, 13)))
 
 
-def test_the_dlgm_is_reachable_from_tfnf_models_too():
-    import tfnf.models
-
-    assert tfnf.models.FlowVAE is FlowVAE and tfnf.models.negative_log_likelihood is negative_log_likelihood
+def test_the_dlgm_has_one_home_and_the_old_module_still_imports_with_a_warning():
+    assert tfnf.FlowVAE is FlowVAE and tfnf.models.vae.FlowVAE is FlowVAE
+    sys.modules.pop("tfnf.vae", None)
+    with pytest.warns(DeprecationWarning, match="tfnf.vae is deprecated"):
+        old = importlib.import_module("tfnf.vae")
+    assert old.FlowVAE is FlowVAE and old.negative_log_likelihood is negative_log_likelihood
     with pytest.raises(AttributeError, match="has no attribute 'FlowVea'"):
         tfnf.models.FlowVea  # noqa: B018

@@ -1,165 +1,25 @@
-"""Keras models and their training steps.
+"""The flow model: q_K, K maps of a base, fitted to a target by reverse KL without data.
 
 References:
-    Rezende & Mohamed (2015), section 6 (annealed free energy) and eq. 13.
+    Rezende & Mohamed (2015), sections 4 and 6, eq. 13.
 """
 
 import math
-import random
-import warnings
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import bijectors, layers, targets
+from tfnf import layers, sampling, targets
+from tfnf._checks import positive_int
+from tfnf.models.objectives import Schedule, paper_annealing
+from tfnf.models.training import GuardedTraining, under_strategy
 
-__all__ = ["NormalizingFlow", "NonFiniteLossError", "GuardedTraining", "StopOnNonFinite", "fit_flow", "paper_annealing", "reverse_kl"]
+__all__ = ["NormalizingFlow", "fit_flow"]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
-
-Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training met a non-finite loss or gradient; the offending update was not applied."""
-
-
-def paper_annealing() -> keras.optimizers.schedules.LearningRateSchedule:
-    """The paper's inverse temperature beta_t = min(1, 0.01 + t / 10000) (section 6).
-
-    It is exactly Keras' linear `PolynomialDecay` from 0.01 to 1 over 9900 steps.
-    """
-    return keras.optimizers.schedules.PolynomialDecay(0.01, decay_steps=9900, end_learning_rate=1.0, power=1.0)
-
-
-def reverse_kl(log_q: tf.Tensor, log_p: tf.Tensor, beta=1.0):
-    """The annealed objective mean(log q - beta log p) and the bound mean(log q - log p).
-
-    Arguments:
-        log_q, log_p: [n] log-densities of the flow and the (unnormalised) target at n samples of q.
-        beta: inverse temperature, scalar.
-    Returns:
-        (loss, bound), scalars. bound + ln Z = KL(q || p) >= 0.
-    """
-    return tf.reduce_mean(log_q - beta * log_p), tf.reduce_mean(log_q - log_p)
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    """value if it is an int >= minimum (1 by default), else a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}.")
-    return value
-
-
-def _multi_worker(strategy) -> bool:
-    """Whether `strategy` is a MultiWorkerMirroredStrategy running with several workers."""
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())  # as Keras' own test before reducing
-
-
-def _under_strategy(model: keras.Model) -> bool:
-    """Whether the model was made, or is used, under a `tf.distribute` strategy."""
-    return getattr(model, "_distribute_strategy", None) is not None or tf.distribute.has_strategy()
-
-
-class GuardedTraining:
-    """What tfnf's Keras models share: XLA by default, stateless step seeds, non-finite steps skipped.
-
-    Mixed into a `keras.Model` (before it). The model calls `_init_guard(seed)`
-    in `__init__` and `_apply_if_finite` in `train_step`; `fit` must reset
-    `first_non_finite_step` to -1 and add `StopOnNonFinite()` to the callbacks.
-    """
-
-    def _float_policy(self):
-        """The model's dtype policy, if float32 or float64 throughout; else a TypeError."""
-        policy = self.dtype_policy
-        if policy.compute_dtype not in ("float32", "float64") or policy.variable_dtype != policy.compute_dtype:
-            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {policy.name!r}.")
-        return policy
-
-    def _init_guard(self, seed: Optional[int]):
-        # The sampler's seed at step t is (seed, t): stateless, so a run restored by
-        # BackupAndRestore (which restores the optimizer's step) draws what it would have.
-        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
-        # Under a tf.distribute strategy every replica records the same step (the
-        # finiteness test is all-reduced), so the first replica's write stands.
-        self.first_non_finite_step = keras.Variable(-1, dtype="int64", trainable=False,
-                                                    name="first_non_finite_step", aggregation="only_first_replica")
-
-    def _step_seed(self) -> tf.Tensor:
-        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
-
-    def _apply_if_finite(self, loss: tf.Tensor, grads: list, variables: list) -> tf.Tensor:
-        """Apply the update if loss and gradients are finite; returns that condition.
-
-        A non-finite step, and every step after it, is skipped entirely (no
-        moment updates either), so the weights stay those of the last good step
-        even when several steps run per execution; `StopOnNonFinite` reads the
-        recorded step and stops `fit`. Under a `tf.distribute` strategy the
-        replicas agree: a step is skipped everywhere if it is not finite on one.
-        """
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
-                               + [tf.math.is_finite(loss)])
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:  # every replica must take the same branch
-            finite = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.int32)) == 0
-        apply = finite & (self.first_non_finite_step < 0)
-        if tf.distribute.has_strategy() and not tf.__internal__.distribute.strategy_supports_no_merge_call():
-            # The optimizer's all-reduce is a merge_call, which no strategy allows inside a cond in
-            # replica context: the cond moves to cross-replica context, as Keras' LossScaleOptimizer does.
-            def cross_replica(strategy, apply, grads):
-                tf.cond(strategy.experimental_local_results(apply)[0],
-                        lambda: strategy.extended.call_for_each_replica(self.optimizer.apply, args=(grads, variables)),
-                        lambda: None)
-
-            replica.merge_call(cross_replica, args=(apply, grads))
-        else:
-            tf.cond(apply, lambda: self.optimizer.apply(grads, variables), lambda: None)
-        self.first_non_finite_step.assign(tf.where(
-            (self.first_non_finite_step < 0) & ~finite, tf.cast(self.optimizer.iterations, tf.int64),
-            self.first_non_finite_step))
-        return finite
-
-    def _results(self) -> dict:
-        """The trackers' results, as `train_step` returns them.
-
-        A multi-worker strategy reduces them with `strategy.reduce(MEAN, axis=0)`,
-        which needs a leading axis: there each is returned as shape [1].
-        """
-        results = {m.name: m.result() for m in self.metrics}
-        if _multi_worker(self.distribute_strategy):
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
-
-    def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
-        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too, outside a `tf.distribute` strategy.
-
-        Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
-        one loop, XLA is several times faster there (benchmarks/train_step.py).
-        Under a strategy the update is applied across replicas, which XLA cannot
-        compile, so "auto" means no XLA there; nor for a target that says it
-        compiles badly (`xla_friendly = False`, e.g. a `JointTarget` of an auto-batched model).
-        """
-        if jit_compile == "auto":
-            jit_compile = not (kwargs.get("run_eagerly", False) or tf.distribute.has_strategy()
-                               or not self._xla_friendly())
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        # The weights exist from __init__ on, so the optimizer's state can too: a
-        # model saved before any fit then loads its optimizer without mismatch.
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def _xla_friendly(self) -> bool:
-        """Whether XLA helps this model's step; a model whose parts are known to compile badly says no."""
-        return True
-
-    def compile_from_config(self, config):
-        # Keras skips compile() on load when it is overridden; this one is safe to call.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
@@ -195,8 +55,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                  flow_options: Optional[dict] = None, seed: Optional[int] = None, base: str = "diagonal", **kwargs):
         super().__init__(**kwargs)
         dtype = self._float_policy()
-        self.event_size = _positive_int(event_size, "event_size")
-        self.num_layers = _positive_int(num_layers, "num_layers", minimum=0)
+        self.event_size = positive_int(event_size, "event_size")
+        self.num_layers = positive_int(num_layers, "num_layers", minimum=0)
         self.flow = flow
         self.trainable_base = bool(trainable_base)
         self.flow_options = dict(flow_options or {})
@@ -210,7 +70,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if num_layers:
             self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
             self.flow_layer.build((event_size,))
-        self._init_guard(seed)
+        self._init_training(seed)
         self.beta_schedule = beta_schedule
         self.target_log_prob = target_log_prob
         self.batch_size = None
@@ -261,24 +121,18 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         """n draws z of q_K and ln q_K(z), in one forward sweep: what `train_step` uses.
 
         The same pair as `distribution.experimental_sample_and_log_prob`, with
-        the base drawn by `DiagonalNormal.sample_and_log_prob` (Philox), eq. 13:
-        ln q_K(z_K) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
+        the base drawn by its own `sample_and_log_prob` (Philox) and pushed through
+        the maps by `sampling.push_forward` (eq. 13).
 
         Arguments:
             n: number of draws.
             seed: stateless seed, a pair of integers.
-            rows: None, or (offset, total): the n draws are rows offset ... of a draw of
-                `total` (one replica's share under a strategy; see `tfnf.layers.diagonal_normal_draw`).
+            rows: None, or a `sampling.ReplicaRows`: the n draws are that slice of the
+                global batch's draw (one replica's share under a strategy).
         Returns:
             (z [n, D], ln q_K(z) [n]).
         """
-        z0, log_q0 = self.base.sample_and_log_prob(n, seed, rows)
-        bijector = self.bijector
-        if isinstance(bijector, bijectors.Stack):
-            z, log_det = bijector.forward_and_log_det(z0)
-        else:
-            z, log_det = bijector.forward(z0), bijector.forward_log_det_jacobian(z0, event_ndims=1)
-        return z, log_q0 - log_det
+        return sampling.push_forward(self.bijector, *self.base.sample_and_log_prob(n, seed, rows))
 
     def call(self, n):
         """Draw n samples of q_K: [n, D]."""
@@ -324,42 +178,31 @@ class NormalizingFlow(GuardedTraining, keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.bound_tracker, self.beta_tracker]
 
-    def _beta(self, step) -> tf.Tensor:
-        beta = self.beta_schedule(step) if callable(self.beta_schedule) else self.beta_schedule
-        return tf.cast(beta, self.compute_dtype)
-
     def train_step(self, data):
-        beta = self._beta(self.optimizer.iterations)
         replica = tf.distribute.get_replica_context()
-        replicas = replica.num_replicas_in_sync if replica is not None else 1
-        n, rows = self.batch_size // replicas, None
-        if replicas > 1:  # each replica draws its share of the batch that one device would draw
-            rows = (replica.replica_id_in_sync_group * n, self.batch_size)
-        with tf.GradientTape() as tape:
+        n = self.batch_size // (replica.num_replicas_in_sync if replica is not None else 1)
+        rows = sampling.replica_rows(n)  # None on one device
+
+        def draw():
             z, log_q = self.sample_and_log_prob(n, seed=self._step_seed(), rows=rows)
-            loss, bound = reverse_kl(log_q, self._target_log_prob(z), beta)
-            share = loss / replicas  # the strategy sums the replicas' gradients
-        variables = self.trainable_variables
-        finite = self._apply_if_finite(loss, tape.gradient(share, variables), variables)
-        nan = tf.constant(math.nan, loss.dtype)
-        self.loss_tracker.update_state(tf.where(finite, loss, nan))
-        self.bound_tracker.update_state(tf.where(finite, bound, nan))
-        self.beta_tracker.update_state(beta)
-        return self._results()
+            return log_q, self._target_log_prob(z)
+
+        update, *_ = self._guarded_update(draw, rows)
+        self.beta_tracker.update_state(update.beta)
+        return self._track(update.finite, {self.loss_tracker: update.loss, self.bound_tracker: update.bound})
 
     def make_train_function(self, force=False):
         """Keras' train function, or under XLA on one device, all `steps_per_execution` steps as one XLA program.
 
         The step reads no data, so under XLA the loop over the steps of an
-        execution can run inside the compiled program: Keras' own loop calls a
-        compiled step once per step, through an iterator and a tf.cond, which
-        at K = 32 cost about a third of a step (benchmarks/RESULTS.md). The
-        steps, their order and their random draws are the same either way.
+        execution can run inside the compiled program, sparing the iterator and
+        tf.cond through which Keras' own loop calls each step (benchmarks/RESULTS.md).
+        The steps, their order and their random draws are the same either way.
         Under a `tf.distribute` strategy, or without XLA, Keras' loop is used.
         """
         if self.train_function is not None and not force:
             return self.train_function
-        if not self.jit_compile or self.run_eagerly or _under_strategy(self):
+        if not self.jit_compile or self.run_eagerly or under_strategy(self):
             return super().make_train_function(force)
         num_steps = self.steps_per_execution or 1
 
@@ -395,16 +238,15 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if self._target_log_prob is None:
             raise ValueError("NormalizingFlow.fit needs a target: set `target_log_prob` "
                              "(a target name, a callable or a tfd.Distribution).")
-        if getattr(self, "optimizer", None) is None:
-            raise ValueError("NormalizingFlow.fit: call compile(optimizer=...) first.")
-        batch_size = _positive_int(batch_size, "batch_size")
+        self._check_compiled()
+        batch_size = positive_int(batch_size, "batch_size")
         replicas = self.distribute_strategy.num_replicas_in_sync
         if batch_size % replicas:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of the strategy's {replicas} replicas: "
                              f"each replica draws batch_size / {replicas} samples.")
-        steps_per_epoch = _positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
+        steps_per_epoch = positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
         if steps is not None:
-            epochs = math.ceil(_positive_int(steps, "steps") / steps_per_epoch)
+            epochs = math.ceil(positive_int(steps, "steps") / steps_per_epoch)
         per_execution = self.steps_per_execution or 1
         if steps_per_epoch % per_execution:
             raise ValueError(f"steps_per_epoch ({steps_per_epoch}) must be a multiple of the compiled "
@@ -412,10 +254,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if batch_size != self.batch_size:
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
-        self.first_non_finite_step.assign(-1)
         # One dummy row per replica (a strategy splits each element between the replicas).
         no_data = tf.data.Dataset.from_tensors(tf.zeros([replicas])).repeat()
-        callbacks = [*(callbacks or []), StopOnNonFinite()]
         kwargs.setdefault("shuffle", False)
         return super().fit(no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
 
@@ -440,15 +280,6 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         return cls(**config)
 
 
-def __getattr__(name: str):
-    """`tfnf.models.FlowVAE` and `negative_log_likelihood`, the DLGM, live in `tfnf.vae` (which imports this module)."""
-    if name in ("FlowVAE", "negative_log_likelihood"):
-        from tfnf import vae
-
-        return getattr(vae, name)
-    raise AttributeError(f"module 'tfnf.models' has no attribute {name!r}")
-
-
 def _registered_name(target) -> Optional[str]:
     """The registry name of a built-in target, so it can be saved; None for anything else."""
     for name in targets.names():
@@ -457,26 +288,6 @@ def _registered_name(target) -> Optional[str]:
     return None
 
 
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops `fit` at the first non-finite loss and names the step.
-
-    With Keras' `TerminateOnNaN` among the callbacks the run stops quietly, as
-    Keras users expect; otherwise it raises `NonFiniteLossError`.
-    """
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.first_non_finite_step.numpy()) + 1  # 1-based; 0 means none. (int() of a
-        # mirrored variable raises; .numpy() reads the first replica's, which all share.)
-        if step == 0:
-            return
-        message = (f"Non-finite loss or gradient at training step {step}: the update was skipped "
-                   f"and the weights are those after step {step - 1}.")
-        if self.model.stop_training:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            return
-        self.model.stop_training = True
-        raise NonFiniteLossError(message)
-
 
 def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "planar", steps: int = 2000, batch_size: int = 4096,
              learning_rate: float = 1e-2, decay: bool = True, anneal: bool = False, seed: int = 0, dtype: str = "float32",
@@ -484,8 +295,7 @@ def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "plana
     """Build, compile and fit a NormalizingFlow on a target: the loop behind the commands and notebooks.
 
     Adam from `learning_rate` (1e-2, as in the seed scripts). With `decay` the
-    rate falls along a cosine to a tenth of it by the last step: on U1 at K = 32
-    (5,000 steps, 3 seeds) the KL fell from 0.018 to 0.005 nats, as the late
+    rate falls along a cosine to a tenth of it by the last step, so that the late
     steps stop jittering about the optimum (benchmarks/RESULTS.md). `anneal`
     uses `paper_annealing()`. `steps` is rounded up to a multiple of `steps_per_execution`.
     `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see `NormalizingFlow`).

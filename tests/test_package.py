@@ -1,0 +1,103 @@
+"""The package's shape: imports run downhill only, and every public name has one home."""
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+import tfnf
+
+ROOT = Path(tfnf.__file__).resolve().parent
+# Packages gather their modules' names; the deprecated tfnf.vae re-exports for one release.
+GATHERERS = {"tfnf", "tfnf.bijectors", "tfnf.models", "tfnf.vae"}
+
+
+def module_files() -> dict:
+    """{dotted module name: path} for every module of the package."""
+    files = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return files
+
+
+def import_time_imports(path: Path, known: set) -> set:
+    """The tfnf modules that a module imports when it is itself imported.
+
+    Only statements that run at import count: the module's top level, including
+    `if` and `try` blocks there, not the bodies of functions and classes.
+    """
+    found, todo = set(), list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", []),
+                     *[n for handler in getattr(node, "handlers", []) for n in handler.body]]
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module in known:
+            names = {f"{node.module}.{alias.name}" for alias in node.names} & known
+            found |= names or {node.module}
+    return found
+
+
+def cycle(graph: dict):
+    """A list of modules that import one another in a circle, or None."""
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, nxt])):
+                return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [node])):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    files = module_files()
+    graph = {name: import_time_imports(path, set(files)) for name, path in files.items()}
+    assert graph["tfnf.models.vae"] >= {"tfnf.models.training", "tfnf.layers"}  # the parser sees imports
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
+    # Nothing below the top imports the top package's own names, which import everything.
+    assert not [name for name, imports in graph.items() if "tfnf" in imports]
+
+
+def public_modules() -> list:
+    return [name for name in module_files() if not any(part.startswith("_") for part in name.split("."))]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_public_name_has_one_home_and_no_two_classes_share_a_name():
+    homes, classes = {}, {}
+    for name in public_modules():
+        module = importlib.import_module(name)
+        assert hasattr(module, "__all__"), f"{name} has no __all__"
+        for public in module.__all__:
+            value = getattr(module, public)  # every listed name resolves
+            defined_in = getattr(value, "__module__", None)
+            if not (inspect.isclass(value) or inspect.isfunction(value)) or not defined_in.startswith("tfnf"):
+                continue
+            if name not in GATHERERS:
+                assert defined_in == name, f"{name} lists {public}, which lives in {defined_in}"
+            homes.setdefault(id(value), set()).add(defined_in)
+            if inspect.isclass(value):
+                classes.setdefault(value.__name__, set()).add(value)
+    assert all(len(where) == 1 for where in homes.values())
+    shared = {name: owners for name, owners in classes.items() if len(owners) > 1}
+    assert not shared, f"public classes sharing a name: {shared}"
+    assert {"PlanarFlow", "PlanarStack", "NormalizingFlow", "FlowVAE"} <= set(classes)

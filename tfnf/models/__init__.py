@@ -1,0 +1,28 @@
+"""The Keras models and what they are trained with.
+
+`flow`: `NormalizingFlow`, q_K fitted to a target without data, and `fit_flow`.
+`vae`: `FlowVAE`, the paper's DLGM, and its importance-sampled likelihood.
+`training`: the machinery both share (guarded update, step seeds, XLA, non-finite stop).
+`objectives`: the annealed reverse KL and its schedules.
+"""
+
+from tfnf.models.flow import NormalizingFlow, fit_flow
+from tfnf.models.objectives import annealed_free_energy, beta_at, paper_annealing, reverse_kl
+from tfnf.models.training import GuardedTraining, NonFiniteLossError, StopOnNonFinite
+from tfnf.models.vae import FlowVAE, Maxout, NegativeLogLikelihood, negative_log_likelihood
+
+__all__ = [
+    "FlowVAE",
+    "GuardedTraining",
+    "Maxout",
+    "NegativeLogLikelihood",
+    "NonFiniteLossError",
+    "NormalizingFlow",
+    "StopOnNonFinite",
+    "annealed_free_energy",
+    "beta_at",
+    "fit_flow",
+    "negative_log_likelihood",
+    "paper_annealing",
+    "reverse_kl",
+]

@@ -1,0 +1,232 @@
+"""What tfnf's Keras models share: the guarded reverse-KL update, step seeds, XLA, the non-finite stop.
+
+References:
+    Rezende & Mohamed (2015), section 6 (annealed free energy).
+"""
+
+import math
+import random
+import warnings
+from typing import Callable, NamedTuple, Optional
+
+import keras
+import tensorflow as tf
+
+from tfnf.models.objectives import annealed_free_energy, beta_at
+from tfnf.sampling import ReplicaRows
+
+__all__ = ["GuardedTraining", "NonFiniteLossError", "StopOnNonFinite", "Update"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a non-finite loss or gradient; the offending update was not applied."""
+
+
+class Update(NamedTuple):
+    """What one guarded update computed, for the trackers."""
+
+    finite: tf.Tensor  # whether the update was applied (loss and gradients finite)
+    beta: tf.Tensor  # the inverse temperature of the step
+    log_q: tf.Tensor  # [n] ln q at the step's samples
+    log_p: tf.Tensor  # [n] ln p~ there
+    per_sample: tf.Tensor  # [n] ln q - beta ln p~
+    loss: tf.Tensor  # mean of per_sample
+    bound: tf.Tensor  # mean(ln q - ln p~)
+
+
+def multi_worker(strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy running with several workers."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()  # as Keras' own test before reducing
+
+
+def under_strategy(model: keras.Model) -> bool:
+    """Whether the model was made, or is used, under a `tf.distribute` strategy."""
+    return getattr(model, "_distribute_strategy", None) is not None or tf.distribute.has_strategy()
+
+
+class GuardedTraining:
+    """Mixed into a `keras.Model` (before it): XLA by default, stateless step seeds, non-finite steps skipped.
+
+    The model calls `_init_training(seed)` in `__init__`, and its `train_step`
+    calls `_guarded_update` with a function that draws the step's samples and
+    `_track` with what the trackers should see. `fit` resets the non-finite
+    record and stops on the first non-finite step (`StopOnNonFinite`).
+    `beta_schedule` (a float, or a Keras schedule of the step) anneals the target.
+    """
+
+    beta_schedule = 1.0
+
+    def _float_policy(self):
+        """The model's dtype policy, if float32 or float64 throughout; else a TypeError."""
+        policy = self.dtype_policy
+        if policy.compute_dtype not in ("float32", "float64") or policy.variable_dtype != policy.compute_dtype:
+            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {policy.name!r}.")
+        return policy
+
+    def _init_training(self, seed: Optional[int]):
+        # The sampler's seed at step t is (seed, t): stateless, so a run restored by
+        # BackupAndRestore (which restores the optimizer's step) draws what it would have.
+        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
+        # Under a tf.distribute strategy every replica records the same step (the
+        # finiteness test is all-reduced), so the first replica's write stands.
+        self.first_non_finite_step = keras.Variable(
+            -1, dtype="int64", trainable=False, name="first_non_finite_step", aggregation="only_first_replica"
+        )
+
+    def _step_seed(self) -> tf.Tensor:
+        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
+
+    def _beta(self) -> tf.Tensor:
+        return beta_at(self.beta_schedule, self.optimizer.iterations, self.compute_dtype)
+
+    # -- the update -------------------------------------------------------
+
+    def _guarded_update(self, draw: Callable[[], tuple], rows: Optional[ReplicaRows]) -> tuple:
+        """One step on the annealed reverse KL, mean(ln q - beta ln p~), applied only if finite.
+
+        Arguments:
+            draw: () -> (ln q [n], ln p~ [n], *more), run under the tape: the densities
+                of the flow and of the (unnormalised) target at this step's n samples.
+            rows: this replica's slice of the global batch (None on one device): the
+                strategy sums the replicas' gradients, so each takes its share of the global mean.
+        Returns:
+            (Update, *more).
+        """
+        beta = self._beta()
+        with tf.GradientTape() as tape:
+            log_q, log_p, *more = draw()
+            per_sample = annealed_free_energy(log_q, log_p, beta)
+            loss = tf.reduce_mean(per_sample)
+            share = loss if rows is None else tf.reduce_sum(per_sample) / tf.cast(rows.total, loss.dtype)
+        variables = self.trainable_variables
+        finite = self._apply_if_finite(loss, tape.gradient(share, variables), variables)
+        return (Update(finite, beta, log_q, log_p, per_sample, loss, tf.reduce_mean(log_q - log_p)), *more)
+
+    def _apply_if_finite(self, loss: tf.Tensor, grads: list, variables: list) -> tf.Tensor:
+        """Apply the update if loss and gradients are finite; returns that condition.
+
+        A non-finite step, and every step after it, is skipped entirely (no
+        moment updates either), so the weights stay those of the last good step
+        even when several steps run per execution; `StopOnNonFinite` reads the
+        recorded step and stops `fit`. Under a `tf.distribute` strategy the
+        replicas agree: a step is skipped everywhere if it is not finite on one.
+        """
+        finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None] + [tf.math.is_finite(loss)]
+        )
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:  # every replica takes the same branch
+            finite = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.int32)) == 0
+        apply = finite & (self.first_non_finite_step < 0)
+        if tf.distribute.has_strategy() and not tf.__internal__.distribute.strategy_supports_no_merge_call():
+            # The optimizer's all-reduce is a merge_call, which no strategy allows inside a cond in
+            # replica context: the cond moves to cross-replica context, as Keras' LossScaleOptimizer does.
+            def cross_replica(strategy, apply, grads):
+                def update():
+                    return strategy.extended.call_for_each_replica(self.optimizer.apply, args=(grads, variables))
+
+                tf.cond(strategy.experimental_local_results(apply)[0], update, lambda: None)
+
+            replica.merge_call(cross_replica, args=(apply, grads))
+        else:
+            tf.cond(apply, lambda: self.optimizer.apply(grads, variables), lambda: None)
+        self.first_non_finite_step.assign(
+            tf.where(
+                (self.first_non_finite_step < 0) & ~finite,
+                tf.cast(self.optimizer.iterations, tf.int64),
+                self.first_non_finite_step,
+            )
+        )
+        return finite
+
+    def _track(self, finite: tf.Tensor, values: dict) -> dict:
+        """Update each tracker with its value, NaN where the step was skipped; the trackers' results.
+
+        Arguments:
+            finite: whether the step's update was applied.
+            values: {tracker: tensor}; a tensor of per-sample values counts each sample once.
+        """
+        for tracker, value in values.items():
+            tracker.update_state(tf.where(finite, value, tf.constant(math.nan, value.dtype)))
+        return self._results()
+
+    def _results(self) -> dict:
+        """The trackers' results, as `train_step` returns them.
+
+        A multi-worker strategy reduces them with `strategy.reduce(MEAN, axis=0)`,
+        which needs a leading axis: there each is returned as shape [1].
+        """
+        results = {m.name: m.result() for m in self.metrics}
+        if multi_worker(self.distribute_strategy):
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
+    # -- compile and fit --------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", *, jit_compile="auto", **kwargs):
+        """As `keras.Model.compile`, except that "auto" means XLA on a CPU too, outside a strategy.
+
+        Keras turns XLA off on CPU-only machines; for a flow, whose K maps run as
+        one loop, XLA is several times faster there (benchmarks/RESULTS.md).
+        Under a strategy the update is applied across replicas, which XLA cannot
+        compile, so "auto" means no XLA there; nor for a target that says it
+        compiles badly (`xla_friendly = False`, e.g. a `JointTarget` of an auto-batched model).
+        """
+        if jit_compile == "auto":
+            jit_compile = not (
+                kwargs.get("run_eagerly", False) or tf.distribute.has_strategy() or not self._xla_friendly()
+            )
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        # The weights exist from __init__ on, so the optimizer's state can too: a
+        # model saved before any fit then loads its optimizer without mismatch.
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _xla_friendly(self) -> bool:
+        """Whether XLA helps this model's step; a model whose parts are known to compile badly says no."""
+        return True
+
+    def compile_from_config(self, config):
+        # Keras skips compile() on load when it is overridden; this one is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _check_compiled(self):
+        if getattr(self, "optimizer", None) is None:
+            raise ValueError(f"{type(self).__name__}.fit: call compile(optimizer=...) first.")
+
+    def fit(self, x=None, y=None, *, callbacks=None, **kwargs):
+        """As `keras.Model.fit`, stopping at the first non-finite step.
+
+        Raises:
+            NonFiniteLossError: a loss or gradient was NaN or inf; the update was
+                skipped and the weights are those after the last good step.
+        """
+        self._check_compiled()
+        self.first_non_finite_step.assign(-1)
+        return super().fit(x, y, callbacks=[*(callbacks or []), StopOnNonFinite()], **kwargs)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss and names the step.
+
+    With Keras' `TerminateOnNaN` among the callbacks the run stops quietly, as
+    Keras users expect; otherwise it raises `NonFiniteLossError`.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        # 1-based; 0 means none. (int() of a mirrored variable raises; .numpy() reads the
+        # first replica's, which all share.)
+        step = int(self.model.first_non_finite_step.numpy()) + 1
+        if step == 0:
+            return
+        message = (
+            f"Non-finite loss or gradient at training step {step}: the update was skipped "
+            f"and the weights are those after step {step - 1}."
+        )
+        if self.model.stop_training:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return
+        self.model.stop_training = True
+        raise NonFiniteLossError(message)

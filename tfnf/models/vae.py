@@ -1,0 +1,310 @@
+"""The deep latent Gaussian model (a VAE) with a flow posterior, and its importance-sampled likelihood.
+
+References:
+    Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015,
+    sections 4.2, 6 (annealed free energy) and 6.2 (MNIST, Table 2).
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnf._checks import positive_int
+from tfnf.layers import AmortizedFlow
+from tfnf.models.objectives import annealed_free_energy, paper_annealing
+from tfnf.models.training import GuardedTraining
+from tfnf.sampling import replica_rows
+
+__all__ = ["FlowVAE", "Maxout", "NegativeLogLikelihood", "bernoulli_log_prob", "negative_log_likelihood"]
+
+tfd = tfp.distributions
+
+
+def bernoulli_log_prob(x: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """log p(x | z) of independent Bernoulli pixels, summed: x [..., P] in [0, 1], logits [..., P] -> [...]."""
+    x = tf.broadcast_to(x, tf.shape(logits))
+    return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class Maxout(keras.layers.Layer):
+    """Maxout (Goodfellow et al. 2013): Dense(units * pieces), then the max over each window of `pieces`.
+
+    Unit j is the max of outputs j * pieces ... (j + 1) * pieces - 1 of the Dense
+    layer: [..., H] -> [..., units].
+    """
+
+    def __init__(self, units: int, pieces: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.pieces = positive_int(units, "units"), positive_int(pieces, "pieces")
+        self.dense = keras.layers.Dense(units * pieces, dtype=self.dtype_policy, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        y = self.dense(x)
+        return tf.reduce_max(tf.reshape(y, tf.concat([tf.shape(y)[:-1], [self.units, self.pieces]], 0)), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "pieces": self.pieces}
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class FlowVAE(GuardedTraining, keras.Model):
+    """The paper's DLGM: x -> q_K(z | x) (a diagonal Gaussian through K amortised flow maps) -> p(x | z).
+
+    Encoder and decoder are MLPs of maxout layers; the decoder's last layer gives
+    Bernoulli logits of the pixels; the prior is N(0, I). `fit(x)` minimises the
+    negative ELBO with one sample z ~ q(z | x) per image; with `anneal` the
+    inverse temperature beta_t = min(1, 0.01 + t / 10000) multiplies
+    ln p(x, z) = ln p(x | z) + ln p(z) (section 6):
+
+        loss = mean( ln q_K(z | x) - beta_t ln p(x, z) ),  elbo = mean( ln p(x, z) - ln q_K(z | x) ).
+
+    Training reports `loss`, `elbo`, `reconstruction` = mean ln p(x | z) and
+    `kl` = mean( ln q_K(z | x) - ln p(z) ), so elbo = reconstruction - kl,
+    averaged over the images of the epoch; `evaluate` reports the same at beta = 1.
+
+    Under a `tf.distribute` strategy (Mirrored or MultiWorkerMirrored; create
+    and compile the model in its scope) each replica draws its rows of the noise
+    one device would draw for the global batch and takes its share of the
+    global mean, so training matches one device (README, "Several devices").
+
+    Arguments:
+        latent_size: D, the number of latent variables (40 in the paper).
+        hidden_units: units of each maxout layer (400).
+        num_layers: K >= 0 flow maps; 0 is the diagonal-Gaussian DLGM.
+        flow: "planar" or "radial".
+        data_size: pixels per image, P (784).
+        hidden_layers: maxout layers in the encoder and in the decoder.
+        maxout_pieces: window of each maxout unit (4).
+        scale: "softplus" or "exp", the base's scale parameterisation.
+        anneal: multiply ln p(x, z) by the paper's beta_t (`tfnf.models.paper_annealing`, then
+            `beta_schedule`), as the paper trains; off by default, so that loss = -elbo.
+        seed: training step t draws z with the stateless seed (seed, t); `evaluate`
+            draws every batch with the seed of the next training step.
+
+    References:
+        Rezende & Mohamed (2015), sections 4.2, 6 and 6.2.
+    """
+
+    def __init__(self, latent_size: int = 40, hidden_units: int = 400, num_layers: int = 0, flow: str = "planar",
+                 *, data_size: int = 784, hidden_layers: int = 1, maxout_pieces: int = 4, scale: str = "softplus",
+                 anneal: bool = False, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self._float_policy()
+        self.latent_size = positive_int(latent_size, "latent_size")
+        self.hidden_units = positive_int(hidden_units, "hidden_units")
+        self.num_layers = positive_int(num_layers, "num_layers", minimum=0)
+        self.data_size = positive_int(data_size, "data_size")
+        self.hidden_layers = positive_int(hidden_layers, "hidden_layers")
+        self.maxout_pieces = positive_int(maxout_pieces, "maxout_pieces")
+        self.flow, self.scale, self.anneal = flow, scale, bool(anneal)
+
+        def maxouts(prefix):
+            return [Maxout(hidden_units, maxout_pieces, dtype=dtype, name=f"{prefix}_{i}")
+                    for i in range(hidden_layers)]
+
+        self.encoder = keras.Sequential(maxouts("encoder_maxout"), name="encoder")
+        self.posterior_layer = AmortizedFlow(latent_size, num_layers, flow=flow, scale=scale, dtype=dtype,
+                                             name="posterior")
+        logits = keras.layers.Dense(data_size, dtype=dtype, name="logits")
+        self.decoder = keras.Sequential([*maxouts("decoder_maxout"), logits], name="decoder")
+        self.encoder.build((None, data_size))
+        self.posterior_layer.build((None, hidden_units))
+        self.decoder.build((None, latent_size))
+        self._init_training(seed)
+        self.beta_schedule = paper_annealing() if self.anneal else 1.0
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.built = True
+
+    # -- the model --------------------------------------------------------
+
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) = N(0, I), event shape [D]."""
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([self.latent_size], self.compute_dtype))
+
+    def posterior_parameters(self, x) -> dict:
+        """The parameters of q_K(z | x) for images x: [B, P] (see `tfnf.layers.AmortizedFlow.call`)."""
+        return self.posterior_layer(self.encoder(tf.cast(x, self.compute_dtype)))
+
+    def posterior(self, x) -> tfd.TransformedDistribution:
+        """q_K(z | x) for images x: [B, P]; batch shape [B], event shape [D]."""
+        return self.posterior_layer.distribution_from(self.posterior_parameters(x))
+
+    def decode(self, z) -> tf.Tensor:
+        """Bernoulli logits of the pixels: z [..., D] -> [..., P]."""
+        z = tf.convert_to_tensor(z, self.compute_dtype)
+        logits = self.decoder(tf.reshape(z, [-1, self.latent_size]))  # a Sequential takes [N, D] only
+        return tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [self.data_size]], 0))
+
+    def call(self, x):
+        """The mean image E[x | z] at one sample z ~ q(z | x): [B, P] -> [B, P]."""
+        return tf.sigmoid(self.decode(self.posterior(x).sample()))
+
+    def log_weight_terms(self, x, seed, sample_shape=(), rows=None) -> tuple:
+        """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
+
+        One forward sweep of the flow gives z and ln q (`AmortizedFlow.sample_and_log_prob`).
+
+        Arguments:
+            x: [B, P] images.
+            seed: stateless seed, a pair of integers.
+            sample_shape: samples per image.
+            rows: None, or a `sampling.ReplicaRows`: x is that slice of the global batch,
+                whose noise is drawn as one device would.
+        """
+        x = tf.cast(x, self.compute_dtype)
+        z, log_q = self.posterior_layer.sample_and_log_prob(self.posterior_parameters(x), seed, tuple(sample_shape),
+                                                            rows)
+        return bernoulli_log_prob(x, self.decode(z)), self.prior.log_prob(z), log_q
+
+    # -- training ---------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.elbo_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def _track_terms(self, finite, per_image_loss, log_px_z, log_pz, log_q) -> dict:
+        # Per-image values: the trackers average over images, not batches, so a short last
+        # batch (or one that a strategy splits unevenly between replicas) counts by its size.
+        values = {self.loss_tracker: per_image_loss, self.elbo_tracker: log_px_z + log_pz - log_q,
+                  self.reconstruction_tracker: log_px_z, self.kl_tracker: log_q - log_pz}
+        return self._track(finite, values)
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        rows = replica_rows(tf.shape(x)[0])  # None on one device
+
+        def draw():
+            log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=rows)
+            return log_q, log_px_z + log_pz, log_px_z, log_pz
+
+        update, log_px_z, log_pz = self._guarded_update(draw, rows)
+        return self._track_terms(update.finite, update.per_sample, log_px_z, log_pz, update.log_q)
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=replica_rows(tf.shape(x)[0]))
+        return self._track_terms(True, annealed_free_energy(log_q, log_px_z + log_pz), log_px_z, log_pz, log_q)
+
+    def _check_images(self, x, caller: str):
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            spec = spec[0] if isinstance(spec, tuple) else spec
+            shape = getattr(spec, "shape", None)
+        elif x is None:
+            raise ValueError(f"FlowVAE.{caller}: x must be images [B, {self.data_size}] or a dataset of them.")
+        else:
+            shape = getattr(x, "shape", None)
+        if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.data_size)):
+            raise ValueError(f"FlowVAE.{caller}: x must hold images of data_size={self.data_size} pixels, "
+                             f"shape [B, {self.data_size}]; got shape {tuple(shape)}.")
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, *, callbacks=None, **kwargs):
+        """As `keras.Model.fit` on images x: [N, P] (or a dataset of [B, P] batches); y is ignored.
+
+        Raises:
+            NonFiniteLossError: a loss or gradient was NaN or inf; the update was
+                skipped and the weights are those after the last good step.
+        """
+        self._check_images(x, "fit")
+        self._check_compiled()
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # Keras cannot shuffle a dataset, and warns if asked to
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """As `keras.Model.evaluate`: loss = -elbo, elbo, reconstruction and kl at beta = 1."""
+        self._check_images(x, "evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # -- saving -----------------------------------------------------------
+
+    def get_config(self):
+        return {**super().get_config(), "latent_size": self.latent_size, "hidden_units": self.hidden_units,
+                "num_layers": self.num_layers, "flow": self.flow, "data_size": self.data_size,
+                "hidden_layers": self.hidden_layers, "maxout_pieces": self.maxout_pieces, "scale": self.scale,
+                "anneal": self.anneal, "seed": self._sampler_seed}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class NegativeLogLikelihood(NamedTuple):
+    """-ln p(x) in nats: the mean over images, its standard error, and one value per image."""
+
+    mean: float
+    standard_error: float
+    per_image: np.ndarray
+
+
+def negative_log_likelihood(model: FlowVAE, images, num_samples: int = 200, *, batch_size: int = 100,
+                            samples_per_chunk: Optional[int] = None, seed: int = 0, jit_compile: bool = True,
+                            verbose: bool = False) -> NegativeLogLikelihood:
+    """-ln p(x) by importance sampling with q_K(z | x) as the proposal (section 6.2, 200 samples).
+
+        ln p(x) ~ logsumexp_s [ ln p(x | z_s) + ln p(z_s) - ln q_K(z_s | x) ] - ln S,  z_s ~ q_K(z | x).
+
+    An estimate of ln p(x) biased low (Jensen) by a margin that shrinks as S
+    grows. Images go `batch_size` at a time and their samples `samples_per_chunk`
+    at a time, so memory holds batch_size * samples_per_chunk decoder passes.
+
+    Arguments:
+        model: a FlowVAE.
+        images: [N, P] array.
+        num_samples: S samples of q per image.
+        batch_size: images per pass.
+        samples_per_chunk: samples per pass; by default as many as keep
+            batch_size * samples_per_chunk near 10,000.
+        seed: chunk c of the run draws with the stateless seed (seed, c).
+        verbose: show a progress bar.
+    Returns:
+        NegativeLogLikelihood(mean, standard_error, per_image [N]), float64 nats.
+    """
+    num_samples = positive_int(num_samples, "num_samples")
+    batch_size = positive_int(batch_size, "batch_size")
+    chunk = positive_int(samples_per_chunk or max(1, 10_000 // batch_size), "samples_per_chunk")
+    images = np.asarray(images)
+    if images.ndim != 2 or images.shape[1] != model.data_size or len(images) == 0:
+        raise ValueError(f"negative_log_likelihood: images must be [N, {model.data_size}] with N >= 1, "
+                         f"got shape {images.shape}.")
+    # Equal chunks, so the compiled pass is traced once per batch shape.
+    num_chunks = math.ceil(num_samples / chunk)
+    chunk = math.ceil(num_samples / num_chunks)
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def log_weights(x, first_chunk):
+        @tf.autograph.experimental.do_not_convert  # plain tensor code; converting it only warned
+        def one_chunk(c):
+            log_px_z, log_pz, log_q = model.log_weight_terms(x, tf.stack([seed, c]), sample_shape=[chunk])
+            return log_px_z + log_pz - log_q
+
+        chunks = tf.map_fn(one_chunk, first_chunk + tf.range(num_chunks), parallel_iterations=1,
+                           fn_output_signature=model.compute_dtype)
+        w = tf.reshape(chunks, [num_chunks * chunk, -1])[:num_samples]
+        return tf.reduce_logsumexp(w, axis=0) - math.log(num_samples)
+
+    progress = keras.utils.Progbar(len(images), unit_name="image") if verbose else None
+    log_p = []
+    for i, start in enumerate(range(0, len(images), batch_size)):
+        x = tf.constant(images[start:start + batch_size], model.compute_dtype)
+        log_p.append(log_weights(x, tf.constant(i * num_chunks, tf.int32)).numpy().astype(np.float64))
+        if progress is not None:
+            progress.add(len(x))
+    per_image = -np.concatenate(log_p)
+    error = per_image.std(ddof=1) / math.sqrt(len(per_image)) if len(per_image) > 1 else math.nan
+    return NegativeLogLikelihood(float(per_image.mean()), float(error), per_image)
