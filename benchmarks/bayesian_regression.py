@@ -1,7 +1,7 @@
 """Flows as posteriors of a Bayesian linear regression, against the exact Gaussian posterior.
 
-    python benchmarks/bayesian_regression.py            # D = 2 and 10, 3 seeds, records in RESULTS.md
-    python benchmarks/bayesian_regression.py --quick    # fewer steps, one seed, prints only
+    python benchmarks/bayesian_regression.py          # D = 2 and 10, 3 seeds, records in RESULTS.md
+    python benchmarks/bayesian_regression.py --quick  # fewer steps, one seed, prints only
 
 Data: `tfnf.targets.correlated_regression_data` (features with pairwise
 correlation 0.95, noise scale 1, prior N(0, I)), 20 points for D = 2 and 50 for
@@ -40,17 +40,32 @@ from train_step import machine, record  # noqa: E402
 from tfnf import diagnostics, models, targets  # noqa: E402
 
 # (label, base, flow, K)
-VARIANTS = [("mean-field", "diagonal", "planar", 0), ("planar", "diagonal", "planar", 2),
-            ("planar", "diagonal", "planar", 8), ("planar", "diagonal", "planar", 32),
-            ("radial", "diagonal", "radial", 8), ("full-rank", "full_rank", "planar", 0),
-            ("full-rank + planar", "full_rank", "planar", 8), ("full-rank + planar", "full_rank", "planar", 32)]
+VARIANTS = [
+    ("mean-field", "diagonal", "planar", 0),
+    ("planar", "diagonal", "planar", 2),
+    ("planar", "diagonal", "planar", 8),
+    ("planar", "diagonal", "planar", 32),
+    ("radial", "diagonal", "radial", 8),
+    ("full-rank", "full_rank", "planar", 0),
+    ("full-rank + planar", "full_rank", "planar", 8),
+    ("full-rank + planar", "full_rank", "planar", 32),
+]
 
 
 def measure(problem, variant, steps, seed):
     _, base, flow, k = variant
     start = time.perf_counter()
-    model = models.fit_flow(problem, num_layers=k, event_size=problem.dim, flow=flow, steps=steps, batch_size=4096,
-                            base=base, learning_rate=1e-2, seed=seed)
+    model = models.fit_flow(
+        problem,
+        num_layers=k,
+        event_size=problem.dim,
+        flow=flow,
+        steps=steps,
+        batch_size=4096,
+        base=base,
+        learning_rate=1e-2,
+        seed=seed,
+    )
     seconds = time.perf_counter() - start
     q, exact = model.distribution, problem.posterior
     kl, se = diagnostics.bound(q, exact.log_prob, 100_000, seed=seed + 100)
@@ -59,8 +74,14 @@ def measure(problem, variant, steps, seed):
     mean_error = float(np.linalg.norm(draws.mean(0) - mean) / np.linalg.norm(mean))
     mean_sd_error = float(np.max(np.abs(draws.mean(0) - mean) / np.sqrt(np.diag(cov))))
     cov_error = float(np.linalg.norm(np.cov(draws.T) - cov) / np.linalg.norm(cov))
-    return {"kl": kl, "se": se, "mean_error": mean_error, "mean_sd_error": mean_sd_error, "cov_error": cov_error,
-            "seconds": seconds}
+    return {
+        "kl": kl,
+        "se": se,
+        "mean_error": mean_error,
+        "mean_sd_error": mean_sd_error,
+        "cov_error": cov_error,
+        "seconds": seconds,
+    }
 
 
 def main():
@@ -70,15 +91,18 @@ def main():
     parser.add_argument("--quick", action="store_true", help="500 steps, one seed, print only")
     args = parser.parse_args()
     steps, seeds = (500, 1) if args.quick else (args.steps, args.seeds)
-    lines = [f"\n## bayesian_regression.py, {datetime.date.today()}, {machine()}\n",
-             f"Posterior of theta in Bayesian linear regression (features correlated 0.95), {steps} steps of batch "
-             f"4,096, Adam 1e-2 with cosine decay, float32, {seeds} seeds. KL(q || exact) by Monte Carlo "
-             "(100,000 draws): mean over seeds, and the largest standard error; mean error = ||E_q theta - m|| / "
-             "||m||, cov error = ||Cov_q - S||_F / ||S||_F, mean error in sd = max_i |E_q theta_i - m_i| / sd_i "
-             "(200,000 draws): largest over seeds.\n",
-             "| D | variant | K | KL (nats) | KL range over seeds | / mean-field | mean error | cov error "
-             "| mean error in sd | s/fit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"\n## bayesian_regression.py, {datetime.date.today()}, {machine()}\n",
+        "Posterior of theta in Bayesian linear regression (features correlated 0.95), "
+        f"{steps} steps of batch 4,096, Adam 1e-2 with cosine decay, float32, {seeds} seeds. "
+        "KL(q || exact) by Monte Carlo (100,000 draws): mean over seeds, and the largest standard "
+        "error; mean error = ||E_q theta - m|| / ||m||, cov error = ||Cov_q - S||_F / ||S||_F, "
+        "mean error in sd = max_i |E_q theta_i - m_i| / sd_i (200,000 draws): "
+        "largest over seeds.\n",
+        "| D | variant | K | KL (nats) | KL range over seeds | / mean-field | mean error "
+        "| cov error | mean error in sd | s/fit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     verdicts = []
     for dim, points in ((2, 20), (10, 50)):
         x, y, _ = targets.correlated_regression_data(points, dim, correlation=0.95, seed=0)
@@ -89,23 +113,35 @@ def main():
             results[variant] = runs
             kls = [r["kl"] for r in runs]
             mean_field = np.mean([r["kl"] for r in results[VARIANTS[0]]])
-            lines.append(f"| {dim} | {variant[0]} | {variant[3]} | {np.mean(kls):.4f} +- {max(r['se'] for r in runs):.4f}"
-                         f" | {min(kls):.4f} - {max(kls):.4f} | {np.mean(kls) / mean_field:.4f}"
-                         f" | {max(r['mean_error'] for r in runs):.2%} | {max(r['cov_error'] for r in runs):.2%}"
-                         f" | {max(r['mean_sd_error'] for r in runs):.2%}"
-                         f" | {np.mean([r['seconds'] for r in runs]):.1f} |")
+            lines.append(
+                f"| {dim} | {variant[0]} | {variant[3]} | {np.mean(kls):.4f}"
+                f" +- {max(r['se'] for r in runs):.4f}"
+                f" | {min(kls):.4f} - {max(kls):.4f} | {np.mean(kls) / mean_field:.4f}"
+                f" | {max(r['mean_error'] for r in runs):.2%}"
+                f" | {max(r['cov_error'] for r in runs):.2%}"
+                f" | {max(r['mean_sd_error'] for r in runs):.2%}"
+                f" | {np.mean([r['seconds'] for r in runs]):.1f} |"
+            )
             print(lines[-1], flush=True)
         mean_field_kl = min(r["kl"] for r in results[VARIANTS[0]])
         planar32 = max(r["kl"] for r in results[VARIANTS[3]])
-        verdicts.append(f"D = {dim}: planar K = 32 KL {planar32:.4f} vs a fifth of the mean-field KL "
-                        f"{mean_field_kl / 5:.4f} (worst seeds): {'met' if planar32 <= mean_field_kl / 5 else 'NOT met'}.")
+        verdicts.append(
+            f"D = {dim}: planar K = 32 KL {planar32:.4f} vs a fifth of the mean-field KL "
+            f"{mean_field_kl / 5:.4f} (worst seeds): "
+            f"{'met' if planar32 <= mean_field_kl / 5 else 'NOT met'}."
+        )
         for variant in VARIANTS[6:]:
             full = results[variant]
-            ok = all(r["kl"] < 0.01 and r["mean_error"] <= 0.02 and r["cov_error"] <= 0.02 for r in full)
-            verdicts.append(f"D = {dim}: full-rank + planar K = {variant[3]}: KL <= {max(r['kl'] for r in full):.4f}, "
-                            f"mean error <= {max(r['mean_error'] for r in full):.2%}, cov error <= "
-                            f"{max(r['cov_error'] for r in full):.2%} (targets < 0.01, 2%, 2%): "
-                            f"{'met' if ok else 'NOT met'}.")
+            ok = all(
+                r["kl"] < 0.01 and r["mean_error"] <= 0.02 and r["cov_error"] <= 0.02 for r in full
+            )
+            verdicts.append(
+                f"D = {dim}: full-rank + planar K = {variant[3]}: "
+                f"KL <= {max(r['kl'] for r in full):.4f}, "
+                f"mean error <= {max(r['mean_error'] for r in full):.2%}, cov error <= "
+                f"{max(r['cov_error'] for r in full):.2%} (targets < 0.01, 2%, 2%): "
+                f"{'met' if ok else 'NOT met'}."
+            )
     lines += [""] + [f"- {v}" for v in verdicts]
     print("\n".join(verdicts))
     if not args.quick:

@@ -6,8 +6,9 @@ the fixtures pytest hands out by name.
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -30,24 +31,30 @@ MAP_FLOWS = sorted(name for name, cls in layers.FLOWS.items() if hasattr(cls, "b
 
 @pytest.fixture(scope="session")
 def mnist_subset_path() -> Path:
-    """tests/data/binarized_mnist_small.npz: the first 1000 train, 200 valid and 200 test rows of binarised MNIST.
+    """tests/data/binarized_mnist_small.npz: the first 1000 train, 200 valid and 200 test rows of
+    binarised MNIST.
 
-    Committed with the tests, so it is there on a fresh clone; arrays train/valid/test, uint8 [N, 784].
+    Committed with the tests, so it is there on a fresh clone; arrays train/valid/test,
+    uint8 [N, 784].
     """
     return DATA / "binarized_mnist_small.npz"
 
 
 @pytest.fixture(scope="session")
 def mnist_full_path() -> Path:
-    """The full binarized_mnist.npz (50000/10000/10000 rows): ../shared/data or $TFNF_DATA_DIR; else skip."""
+    """The full binarized_mnist.npz (50000/10000/10000 rows): ../shared/data or $TFNF_DATA_DIR;
+    else skip.
+    """
     candidates = [SHARED_MNIST]
     if os.environ.get("TFNF_DATA_DIR"):
         candidates.append(Path(os.environ["TFNF_DATA_DIR"]).expanduser() / "binarized_mnist.npz")
     for path in candidates:
         if path.is_file():
             return path
-    pytest.skip(f"full binarised MNIST not found (looked for {' and '.join(map(str, candidates))}); "
-                "set TFNF_DATA_DIR to a directory holding binarized_mnist.npz")
+    pytest.skip(
+        f"full binarised MNIST not found (looked for {' and '.join(map(str, candidates))}); "
+        "set TFNF_DATA_DIR to a directory holding binarized_mnist.npz"
+    )
 
 
 # -- the bijector registry: every bijector passes the same battery (test_bijectors.py) --------
@@ -57,11 +64,19 @@ STACK_LENGTH = 4  # K of the Stack cases
 
 
 def planar_parameters(rng, shape, dtype, scale):
-    return {"u": scale * rng.normal(size=(*shape, D)), "w": rng.normal(size=(*shape, D)), "b": rng.normal(size=shape)}
+    return {
+        "u": scale * rng.normal(size=(*shape, D)),
+        "w": rng.normal(size=(*shape, D)),
+        "b": rng.normal(size=shape),
+    }
 
 
 def radial_parameters(rng, shape, dtype, scale):
-    return {"z0": rng.normal(size=(*shape, D)), "a": scale * rng.normal(size=shape), "b": scale * rng.normal(size=shape)}
+    return {
+        "z0": rng.normal(size=(*shape, D)),
+        "a": scale * rng.normal(size=shape),
+        "b": scale * rng.normal(size=shape),
+    }
 
 
 class Case(NamedTuple):
@@ -72,8 +87,10 @@ class Case(NamedTuple):
 
 
 def case(family: str, batch: tuple = (), stacked: bool = False) -> Case:
-    bijector_class, draw = {"planar": (bijectors.PlanarFlow, planar_parameters),
-                            "radial": (bijectors.RadialFlow, radial_parameters)}[family]
+    bijector_class, draw = {
+        "planar": (bijectors.PlanarFlow, planar_parameters),
+        "radial": (bijectors.RadialFlow, radial_parameters),
+    }[family]
     shape = ((STACK_LENGTH,) if stacked else ()) + batch
 
     def parameters(rng, dtype=np.float64, scale=1.0):
@@ -87,8 +104,12 @@ def case(family: str, batch: tuple = (), stacked: bool = False) -> Case:
 
 
 BIJECTORS = {
-    f"{'stack of ' if stacked else ''}{family}{'[3]' if batch else ''}": case(family, batch, stacked)
-    for family in ("planar", "radial") for stacked in (False, True) for batch in ((), (3,))
+    f"{'stack of ' if stacked else ''}{family}{'[3]' if batch else ''}": case(
+        family, batch, stacked
+    )
+    for family in ("planar", "radial")
+    for stacked in (False, True)
+    for batch in ((), (3,))
 }
 BATCHED = sorted(name for name in BIJECTORS if name.endswith("[3]"))
 
@@ -111,7 +132,9 @@ def autodiff_jacobian(f, z) -> np.ndarray:
     flat = tf.constant(z.reshape(-1, z.shape[-1]))
     with tf.GradientTape() as tape:
         tape.watch(flat)
-        y = tf.reshape(f(tf.reshape(flat, z.shape)), flat.shape)  # each event depends on itself only
+        y = tf.reshape(
+            f(tf.reshape(flat, z.shape)), flat.shape
+        )  # each event depends on itself only
     return tape.batch_jacobian(y, flat).numpy().reshape(z.shape + z.shape[-1:])
 
 
@@ -136,6 +159,7 @@ def weights(model):
 
 # -- independent numpy recomputations of the models ----------------------------------------
 
+
 def softplus(x):
     return np.logaddexp(0.0, x)
 
@@ -146,7 +170,9 @@ def dense(x, layer):
 
 def maxout(x, layer):
     y = dense(x, layer.dense)
-    return y.reshape(*y.shape[:-1], layer.units, layer.pieces).max(axis=-1)  # windows of consecutive units
+    return y.reshape(*y.shape[:-1], layer.units, layer.pieces).max(
+        axis=-1
+    )  # windows of consecutive units
 
 
 def head_parameters(layer, h):
@@ -167,14 +193,18 @@ def head_parameters(layer, h):
 
 def per_example_posterior(layer, params, i):
     """q_K(z | x_i) as a tfb.Chain of the K maps' slices [k, i], f_0 first."""
-    maps = [layer.families[layer.flow][0](*[params[n][k, i] for n in layer.parameter_ranks])
-            for k in range(layer.num_layers)]
+    maps = [
+        layer.families[layer.flow][0](*[params[n][k, i] for n in layer.parameter_ranks])
+        for k in range(layer.num_layers)
+    ]
     base = tfd.MultivariateNormalDiag(params["loc"][i], params["scale"][i])
     return tfd.TransformedDistribution(base, tfb.Chain(list(reversed(maps))))
 
 
 def gaussian_log_prob(z, loc, scale):
-    return np.sum(-0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
+    return np.sum(
+        -0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1
+    )
 
 
 def decoder_logits(model, z):
@@ -186,4 +216,3 @@ def decoder_logits(model, z):
 
 def bernoulli_log_prob(x, logits):
     return np.sum(-x * softplus(-logits) - (1 - x) * softplus(logits), axis=-1)
-

@@ -44,18 +44,22 @@ def planar(rng, batch=()):
 
 # Raw parameters at the edges of the invertibility constraints.
 ADVERSARIAL = {
-    "planar u=-100w": lambda: bijectors.PlanarFlow(u=-100.0 * np.array([0.6, -0.3, 0.2]),
-                                               w=np.array([0.6, -0.3, 0.2]), b=0.4),
-    "planar u=+100w": lambda: bijectors.PlanarFlow(u=100.0 * np.array([0.6, -0.3, 0.2]),
-                                               w=np.array([0.6, -0.3, 0.2]), b=-0.4),
+    "planar u=-100w": lambda: bijectors.PlanarFlow(
+        u=-100.0 * np.array([0.6, -0.3, 0.2]), w=np.array([0.6, -0.3, 0.2]), b=0.4
+    ),
+    "planar u=+100w": lambda: bijectors.PlanarFlow(
+        u=100.0 * np.array([0.6, -0.3, 0.2]), w=np.array([0.6, -0.3, 0.2]), b=-0.4
+    ),
     "planar w=0": lambda: bijectors.PlanarFlow(u=np.array([1.0, 2.0, -1.0]), w=np.zeros(3), b=0.7),
-    "planar large w": lambda: bijectors.PlanarFlow(u=np.array([0.5, -2.0, 1.0]), w=np.array([30.0, -20.0, 5.0]), b=1.0),
-    "radial beta->-alpha": lambda: bijectors.RadialFlow(z0=np.array([0.1, -0.2, 0.3]), a=2.0, b=-30.0),
+    "planar large w": lambda: bijectors.PlanarFlow(
+        u=np.array([0.5, -2.0, 1.0]), w=np.array([30.0, -20.0, 5.0]), b=1.0
+    ),
+    "radial beta->-alpha": lambda: bijectors.RadialFlow(
+        z0=np.array([0.1, -0.2, 0.3]), a=2.0, b=-30.0
+    ),
     "radial alpha->0": lambda: bijectors.RadialFlow(z0=np.array([0.1, -0.2, 0.3]), a=-5.0, b=3.0),
     "radial large beta": lambda: bijectors.RadialFlow(z0=np.array([0.1, -0.2, 0.3]), a=0.5, b=50.0),
 }
-
-
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -63,16 +67,24 @@ def test_log_det_matches_autodiff_jacobian(name, rng):
     for _ in range(5):
         bij = make_bijector(name, rng)
         z = points(rng, bij)
-        np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
-                                   autodiff_log_det(bij.forward, z), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(
+            bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+            autodiff_log_det(bij.forward, z),
+            rtol=0,
+            atol=1e-8,
+        )
 
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_log_det_matches_autodiff_jacobian_at_adversarial_parameters(name, rng):
     bij = ADVERSARIAL[name]()
     z = points(rng, bij)
-    np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
-                               autodiff_log_det(bij.forward, z), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(
+        bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+        autodiff_log_det(bij.forward, z),
+        rtol=0,
+        atol=1e-8,
+    )
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-10)])
@@ -100,7 +112,7 @@ def test_inverse_is_backward_stable_at_adversarial_parameters(name, rng):
     # inverse is amplified by its conditioning; what an exact solver owes is a
     # point that maps back onto y to round-off.
     bij = ADVERSARIAL[name]()
-    y = (rng.normal(size=(2000, D)) * np.logspace(-3, 3, 2000)[:, None])
+    y = rng.normal(size=(2000, D)) * np.logspace(-3, 3, 2000)[:, None]
     residual = np.abs(bij.forward(fresh(bij.inverse(y))).numpy() - y)
     assert (residual / np.maximum(1.0, np.abs(y).max(axis=-1, keepdims=True))).max() <= 1e-12
 
@@ -111,7 +123,9 @@ def test_inverse_log_det_matches_autodiff_jacobian_of_inverse(name, rng):
     y = points(rng, bij)
     ildj = bij.inverse_log_det_jacobian(y, event_ndims=1).numpy()
     np.testing.assert_allclose(ildj, autodiff_log_det(bij.inverse, y), rtol=0, atol=1e-8)
-    fldj_at_inverse = bij.forward_log_det_jacobian(fresh(bij.inverse(fresh(y))), event_ndims=1).numpy()
+    fldj_at_inverse = bij.forward_log_det_jacobian(
+        fresh(bij.inverse(fresh(y))), event_ndims=1
+    ).numpy()
     np.testing.assert_allclose(ildj, -fldj_at_inverse, rtol=0, atol=1e-12)
 
 
@@ -127,7 +141,8 @@ def test_planar_constraint_holds_for_any_raw_parameters():
     keep = wu > -30  # beyond, 1 + m(w.u) = softplus(w.u) is below float64 resolution of 1
     u_hat = constrain_u(tf.constant(u), tf.constant(w)).numpy()
     w_u_hat = np.sum(w * u_hat, -1)
-    # Independent closed form: w.u_hat = m(w.u) = log(1 + e^{w.u}) - 1 where w != 0, else w.u_hat = 0.
+    # Independent closed form: w.u_hat = m(w.u) = log(1 + e^{w.u}) - 1 where w != 0,
+    # else w.u_hat = 0.
     expected = np.where(np.sum(w * w, -1) > 0, np.logaddexp(0.0, wu) - 1.0, 0.0)
     scale = 1.0 + np.abs(u).max(-1) * np.abs(w).max(-1) + np.abs(expected)
     assert np.all(np.abs(w_u_hat - expected) <= 1e-12 * scale)
@@ -177,8 +192,12 @@ def test_batched_parameters_act_like_a_loop_over_unbatched_ones(name, rng):
         one = bij[i]  # TFP's batch slicing (through _parameter_properties; Stack keeps its K axis)
         assert one.experimental_batch_shape() == []
         np.testing.assert_allclose(y[:, i], one.forward(z[:, i]).numpy(), rtol=1e-14, atol=1e-14)
-        np.testing.assert_allclose(fldj[:, i], one.forward_log_det_jacobian(z[:, i], event_ndims=1).numpy(),
-                                   rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(
+            fldj[:, i],
+            one.forward_log_det_jacobian(z[:, i], event_ndims=1).numpy(),
+            rtol=1e-14,
+            atol=1e-14,
+        )
     np.testing.assert_allclose(bij.inverse(fresh(y)).numpy(), z, atol=1e-10)
 
 
@@ -189,7 +208,9 @@ def test_every_parameter_receives_a_gradient(name, rng):
     with tf.GradientTape() as tape:
         bij = entry.build(**params)
         z = points(rng, bij)
-        loss = tf.reduce_sum(bij.forward(z) ** 2) + tf.reduce_sum(bij.forward_log_det_jacobian(z, event_ndims=1))
+        loss = tf.reduce_sum(bij.forward(z) ** 2) + tf.reduce_sum(
+            bij.forward_log_det_jacobian(z, event_ndims=1)
+        )
     for k, g in zip(params, tape.gradient(loss, list(params.values())), strict=True):
         assert g is not None and np.all(np.abs(g.numpy()) > 0), k
 
@@ -205,7 +226,7 @@ def test_eager_function_and_xla_agree(name, rng):
 
     eager = everything(z)
     for compiled in (tf.function(everything), tf.function(everything, jit_compile=True)):
-        for a, b in zip(eager, compiled(z)):
+        for a, b in zip(eager, compiled(z), strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
 
 
@@ -215,8 +236,12 @@ def test_float32_in_float32_out(name, rng):
     z = points(rng, bij, dtype=np.float32)
     assert bij.forward(z).dtype == tf.float32
     assert bij.inverse(z).dtype == tf.float32
-    np.testing.assert_allclose(bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
-                               autodiff_log_det(bij.forward, z), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        bij.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+        autodiff_log_det(bij.forward, z),
+        rtol=0,
+        atol=1e-4,
+    )
 
 
 def test_old_names_are_the_new_bijectors():
@@ -247,6 +272,7 @@ def test_integer_parameters_are_refused():
 
 # -- Stack: K maps of one family as one loop -----------------------------------
 
+
 def chain_of_slices(layers, num):
     """The same composition written with TFP's own Chain, f_0 applied first."""
     return tfp.bijectors.Chain([layers[k] for k in reversed(range(num))])
@@ -260,13 +286,25 @@ def test_stack_equals_tfp_chain_of_its_slices(name, rng):
     x = points(rng, stack)
     y = chain.forward(x).numpy()
     np.testing.assert_allclose(stack.forward(fresh(x)).numpy(), y, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(stack.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
-                               chain.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        stack.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
+        chain.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
     np.testing.assert_allclose(stack.inverse(fresh(y)).numpy(), x, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(stack.inverse_log_det_jacobian(fresh(y), event_ndims=1).numpy(),
-                               autodiff_log_det(stack.inverse, y), rtol=0, atol=1e-8)
-    np.testing.assert_allclose(stack.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
-                               autodiff_log_det(stack.forward, x), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(
+        stack.inverse_log_det_jacobian(fresh(y), event_ndims=1).numpy(),
+        autodiff_log_det(stack.inverse, y),
+        rtol=0,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        stack.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
+        autodiff_log_det(stack.forward, x),
+        rtol=0,
+        atol=1e-8,
+    )
 
 
 def test_stack_of_batched_layers_acts_per_batch_member(rng):
@@ -279,8 +317,12 @@ def test_stack_of_batched_layers_acts_per_batch_member(rng):
     for i in range(batch):
         member = chain_of_slices(stack.layers[:, i], num)
         np.testing.assert_allclose(y[:, i], member.forward(z[:, i]).numpy(), rtol=1e-13, atol=1e-13)
-        np.testing.assert_allclose(ldj[:, i], member.forward_log_det_jacobian(z[:, i], event_ndims=1).numpy(),
-                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            ldj[:, i],
+            member.forward_log_det_jacobian(z[:, i], event_ndims=1).numpy(),
+            rtol=0,
+            atol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("batch", [(), (3,)])
@@ -309,8 +351,11 @@ def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(name, batc
         return chain.forward(x), chain.forward_log_det_jacobian(x, event_ndims=1)
 
     expected = objective(by_chain)
-    for run in (lambda: objective(by_stack), tf.function(lambda: objective(by_stack), jit_compile=True)):
-        for a, b in zip(run(), expected):
+    for run in (
+        lambda: objective(by_stack),
+        tf.function(lambda: objective(by_stack), jit_compile=True),
+    ):
+        for a, b in zip(run(), expected, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-11)
 
 
@@ -321,8 +366,10 @@ def test_stack_inverts_per_example_maps_of_a_batch_size_unknown_when_traced(size
     u, w = rng.normal(size=(2, num, batch, size))
     b = rng.normal(size=(num, batch))
     y = rng.normal(size=(batch, size))
-    spec = [tf.TensorSpec([num, None, size], tf.float64)] * 2 + [tf.TensorSpec([num, None], tf.float64),
-                                                                 tf.TensorSpec([None, size], tf.float64)]
+    spec = [tf.TensorSpec([num, None, size], tf.float64)] * 2 + [
+        tf.TensorSpec([num, None], tf.float64),
+        tf.TensorSpec([None, size], tf.float64),
+    ]
 
     @tf.function(input_signature=spec)
     def inverse_and_log_det(u, w, b, y):
@@ -333,17 +380,26 @@ def test_stack_inverts_per_example_maps_of_a_batch_size_unknown_when_traced(size
     for i in range(batch):
         member = chain_of_slices(bijectors.PlanarFlow(u[:, i], w[:, i], b[:, i]), num)
         np.testing.assert_allclose(x[i], member.inverse(y[i]).numpy(), rtol=0, atol=1e-10)
-        np.testing.assert_allclose(ildj[i], member.inverse_log_det_jacobian(y[i], event_ndims=1).numpy(),
-                                   rtol=0, atol=1e-10)
+        np.testing.assert_allclose(
+            ildj[i],
+            member.inverse_log_det_jacobian(y[i], event_ndims=1).numpy(),
+            rtol=0,
+            atol=1e-10,
+        )
 
 
 def test_stack_sample_and_log_prob_agrees_with_log_prob_through_the_inverse(rng):
     # sample_and_log_prob reuses the forward sweep's log-det; log_prob runs the inverse.
     stack = bijectors.Stack(planar(rng, batch=(6,)))
     q = tfp.distributions.TransformedDistribution(
-        tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(D, tf.float64)), stack)
+        tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(D, tf.float64)), stack
+    )
     assert isinstance(q, tfp.distributions.TransformedDistribution)
-    for run in (lambda f: f(), tf.function(lambda f: f()), tf.function(lambda f: f(), jit_compile=True)):
+    for run in (
+        lambda f: f(),
+        tf.function(lambda f: f()),
+        tf.function(lambda f: f(), jit_compile=True),
+    ):
         y, log_q = run(lambda: q.experimental_sample_and_log_prob(100, seed=[3, 4]))
         np.testing.assert_allclose(log_q.numpy(), q.log_prob(fresh(y)).numpy(), rtol=0, atol=1e-10)
 
@@ -358,13 +414,17 @@ def test_stack_sample_and_log_prob_sweeps_the_flow_once(rng):
     # reuse the first sweep, or every training step pays for the flow twice.
     q = tfp.distributions.TransformedDistribution(
         tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(D, tf.float64)),
-        bijectors.Stack(planar(rng, batch=(4,))))
-    graph = tf.function(q.experimental_sample_and_log_prob).get_concrete_function(10, seed=[1, 2]).graph
+        bijectors.Stack(planar(rng, batch=(4,))),
+    )
+    graph = (
+        tf.function(q.experimental_sample_and_log_prob).get_concrete_function(10, seed=[1, 2]).graph
+    )
     assert [op.type for op in graph.get_operations() if "While" in op.type] == ["StatelessWhile"]
 
 
 def test_identity_u_makes_u_hat_zero(rng):
     from tfnf.bijectors.planar import identity_u
+
     w = rng.normal(size=(6, D))
     w[0] = 0.0  # where w = 0 the map is a shift by u tanh(b): u must be 0 too
     u = identity_u(tf.constant(w)).numpy()

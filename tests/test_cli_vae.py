@@ -1,4 +1,6 @@
-"""`tfnf vae`: the printed ELBO and -ln p(x) are those of the trained model, the table holds them, the PNG is drawn."""
+"""`tfnf vae`: the printed ELBO and -ln p(x) are those of the trained model, the table holds them,
+the PNG is drawn.
+"""
 
 import csv
 import re
@@ -21,43 +23,113 @@ def printed(text):
     return elbo, nll, error, rate
 
 
-def test_vae_prints_the_models_likelihood_appends_the_row_and_draws(tmp_path, capsys, mnist_subset_path):
+def test_vae_prints_the_models_likelihood_appends_the_row_and_draws(
+    tmp_path, capsys, mnist_subset_path
+):
     table, png, saved = tmp_path / "table2.md", tmp_path / "vae.png", tmp_path / "vae.keras"
-    table.write_text("| model | K | epochs | ELBO | -ln p(x) | images/s |\n|---|---|---|---|---|---|\n"
-                     "| an earlier run | 0 | 1 | -1.00 | 1.00 +- 0.10 | 1 |\n")
-    assert cli.main(["vae", "--flow", "planar", "--layers", "2", *TINY, "--samples", "20", "--eval-images", "50",
-                     "--data", str(mnist_subset_path), "--out", str(png), "--table", str(table),
-                     "--save", str(saved)]) == 0
+    table.write_text(
+        "| model | K | epochs | ELBO | -ln p(x) | images/s |\n|---|---|---|---|---|---|\n"
+        "| an earlier run | 0 | 1 | -1.00 | 1.00 +- 0.10 | 1 |\n"
+    )
+    assert (
+        cli.main(
+            [
+                "vae",
+                "--flow",
+                "planar",
+                "--layers",
+                "2",
+                *TINY,
+                "--samples",
+                "20",
+                "--eval-images",
+                "50",
+                "--data",
+                str(mnist_subset_path),
+                "--out",
+                str(png),
+                "--table",
+                str(table),
+                "--save",
+                str(saved),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     elbo, nll, error, rate = printed(text)
 
     # The same numbers, recomputed from the saved model on the same 50 test images and seeds.
     model = keras.models.load_model(saved)
-    assert isinstance(model, FlowVAE) and (model.num_layers, model.latent_size, model.hidden_units) == (2, 2, 16)
+    assert isinstance(model, FlowVAE) and (
+        model.num_layers,
+        model.latent_size,
+        model.hidden_units,
+    ) == (2, 2, 16)
     assert int(model.optimizer.iterations) == 10  # 1000 training images in batches of 100
-    images = datasets.load_binarized_mnist("test", mnist_subset_path)[::4]  # 50 of the 200, evenly spaced
+    images = datasets.load_binarized_mnist("test", mnist_subset_path)[
+        ::4
+    ]  # 50 of the 200, evenly spaced
     expected = negative_log_likelihood(model, images, num_samples=20, batch_size=100, seed=0)
     assert float(nll) == pytest.approx(expected.mean, abs=0.006)  # printed to 2 decimals
     assert float(error) == pytest.approx(expected.standard_error, abs=0.006)
-    assert float(elbo) == pytest.approx(model.evaluate(images, batch_size=100, return_dict=True, verbose=0)["elbo"],
-                                        abs=0.006)
-    assert 300 < float(nll) < 784 * 0.6932  # trained for 10 steps: below the uniform model's 784 ln 2 nats
+    assert float(elbo) == pytest.approx(
+        model.evaluate(images, batch_size=100, return_dict=True, verbose=0)["elbo"], abs=0.006
+    )
+    assert (
+        300 < float(nll) < 784 * 0.6932
+    )  # trained for 10 steps: below the uniform model's 784 ln 2 nats
 
     lines = table.read_text().splitlines()
-    assert len(lines) == 4 and lines[2] == "| an earlier run | 0 | 1 | -1.00 | 1.00 +- 0.10 | 1 |"  # no second header
+    assert (
+        len(lines) == 4 and lines[2] == "| an earlier run | 0 | 1 | -1.00 | 1.00 +- 0.10 | 1 |"
+    )  # no second header
     assert lines[3] == f"| DLGM + planar NF | 2 | 1 | {elbo} | {nll} +- {error} | {rate} |"
 
     image = matplotlib.image.imread(png)
-    assert image.shape[:2] == (480, 900)  # 9 x 4.8 inches at 100 dpi: samples beside test images and reconstructions
+    assert image.shape[:2] == (
+        480,
+        900,
+    )  # 9 x 4.8 inches at 100 dpi: samples beside test images and reconstructions
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
 def test_vae_writes_a_csv_row_with_the_printed_numbers(tmp_path, capsys, mnist_subset_path):
     table = tmp_path / "runs.csv"
-    assert cli.main(["vae", "--flow", "radial", "--layers", "1", "--anneal", *TINY, "--samples", "5",
-                     "--eval-images", "20", "--data", str(mnist_subset_path), "--out", str(tmp_path / "r.png"),
-                     "--table", str(table), "--optimizer", "rmsprop", "--momentum", "0.9", "--learning-rate", "2e-4",
-                     "--clip-norm", "50", "--save", str(tmp_path / "r.keras")]) == 0
+    assert (
+        cli.main(
+            [
+                "vae",
+                "--flow",
+                "radial",
+                "--layers",
+                "1",
+                "--anneal",
+                *TINY,
+                "--samples",
+                "5",
+                "--eval-images",
+                "20",
+                "--data",
+                str(mnist_subset_path),
+                "--out",
+                str(tmp_path / "r.png"),
+                "--table",
+                str(table),
+                "--optimizer",
+                "rmsprop",
+                "--momentum",
+                "0.9",
+                "--learning-rate",
+                "2e-4",
+                "--clip-norm",
+                "50",
+                "--save",
+                str(tmp_path / "r.keras"),
+            ]
+        )
+        == 0
+    )
     elbo, nll, error, rate = printed(capsys.readouterr().out)
     model = keras.models.load_model(tmp_path / "r.keras")
     config = model.optimizer.get_config()
@@ -67,8 +139,17 @@ def test_vae_writes_a_csv_row_with_the_printed_numbers(tmp_path, capsys, mnist_s
     assert model.anneal and model.flow == "radial"
     with table.open() as f:
         rows = list(csv.DictReader(f))
-    assert rows == [{"model": "DLGM + radial NF", "K": "1", "epochs": "1", "elbo": elbo, "nll": nll, "nll_se": error,
-                     "images_per_s": rate}]
+    assert rows == [
+        {
+            "model": "DLGM + radial NF",
+            "K": "1",
+            "epochs": "1",
+            "elbo": elbo,
+            "nll": nll,
+            "nll_se": error,
+            "images_per_s": rate,
+        }
+    ]
 
 
 def test_vae_needs_the_flow_length_and_the_epochs(capsys):

@@ -1,4 +1,6 @@
-"""Flows as posteriors of TFP models: joint-distribution targets, tfp.vi surrogates, Bayesian linear regression."""
+"""Flows as posteriors of TFP models: joint-distribution targets, tfp.vi surrogates, Bayesian
+linear regression.
+"""
 
 import math
 
@@ -23,8 +25,12 @@ def regression(dim=2, points=20, seed=0, dtype="float64"):
 
 # -- JointTarget ------------------------------------------------------------------
 
+
 def structured_model(x, y):
-    """Regression with a 2x2 weight matrix, a positive noise scale and a 3-vector offset: three named latents."""
+    """Regression with a 2x2 weight matrix, a positive noise scale and a 3-vector offset: three
+    named latents.
+    """
+
     @tfd.JointDistributionCoroutineAutoBatched
     def model():
         weights = yield tfd.Normal(tf.zeros([2, 2], tf.float64), 1.0, name="weights")
@@ -37,9 +43,14 @@ def structured_model(x, y):
 
 
 def flat_to_structure(z):
-    """The change of variables written out by hand: HalfNormal's support is (0, inf), reached by softplus."""
-    return {"weights": tf.reshape(z[..., :4], tf.concat([tf.shape(z)[:-1], [2, 2]], 0)),
-            "noise": tf.math.softplus(z[..., 4]), "offset": z[..., 5:8]}
+    """The change of variables written out by hand: HalfNormal's support is (0, inf), reached by
+    softplus.
+    """
+    return {
+        "weights": tf.reshape(z[..., :4], tf.concat([tf.shape(z)[:-1], [2, 2]], 0)),
+        "noise": tf.math.softplus(z[..., 4]),
+        "offset": z[..., 5:8],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +65,16 @@ def test_joint_target_is_the_models_density_under_the_change_of_variables(pinned
     assert target.event_size == 4 + 1 + 3 and target.dtype == tf.float64
     z = tf.constant(np.random.default_rng(1).normal(size=(6, 8)))
     values = flat_to_structure(z)
-    # The log-det of the map z -> (weights, noise, offset), by an autodiff Jacobian of the hand-written map.
+    # The log-det of the map z -> (weights, noise, offset), by an autodiff Jacobian of the
+    # hand-written map.
     log_det = []
     for row in tf.unstack(z):
         with tf.GradientTape() as tape:
             tape.watch(row)
             parts = flat_to_structure(row)
-            flat = tf.concat([tf.reshape(parts["weights"], [-1]), parts["noise"][None], parts["offset"]], 0)
+            flat = tf.concat(
+                [tf.reshape(parts["weights"], [-1]), parts["noise"][None], parts["offset"]], 0
+            )
         log_det.append(np.linalg.slogdet(tape.jacobian(flat, row).numpy())[1])
     expected = pinned.unnormalized_log_prob(**values).numpy() + np.array(log_det)
     np.testing.assert_allclose(target(z).numpy(), expected, rtol=1e-12, atol=1e-10)
@@ -68,21 +82,35 @@ def test_joint_target_is_the_models_density_under_the_change_of_variables(pinned
     structured = target.bijector.forward(z)
     assert structured._fields == ("weights", "noise", "offset")
     for name in ("weights", "noise", "offset"):
-        np.testing.assert_allclose(getattr(structured, name).numpy(), values[name].numpy(), rtol=1e-14)
+        np.testing.assert_allclose(
+            getattr(structured, name).numpy(), values[name].numpy(), rtol=1e-14
+        )
 
 
 def test_a_flow_over_a_joint_target_gives_the_posterior_in_the_models_structure(pinned):
     target = targets.JointTarget(pinned)
     keras.utils.set_random_seed(0)
-    model = tfnf.NormalizingFlow(event_size=target.event_size, num_layers=2, target_log_prob=target, dtype="float64",
-                                 flow_options={"start_at_identity": False}, seed=0)  # maps away from the identity
+    model = tfnf.NormalizingFlow(
+        event_size=target.event_size,
+        num_layers=2,
+        target_log_prob=target,
+        dtype="float64",
+        flow_options={"start_at_identity": False},
+        seed=0,
+    )  # maps away from the identity
     posterior = target.posterior(model.distribution)
     draws = posterior.sample(5, seed=1)
-    assert draws.weights.shape == (5, 2, 2) and draws.noise.shape == (5,) and draws.offset.shape == (5, 3)
+    assert (
+        draws.weights.shape == (5, 2, 2)
+        and draws.noise.shape == (5,)
+        and draws.offset.shape == (5, 3)
+    )
     assert np.all(draws.noise.numpy() > 0)
     # Its density is q's at the flat point, less the change of variables' log-det.
     z = target.bijector.inverse(draws)
-    expected = model.distribution.log_prob(z) - target.bijector.forward_log_det_jacobian(z, event_ndims=1)
+    expected = model.distribution.log_prob(z) - target.bijector.forward_log_det_jacobian(
+        z, event_ndims=1
+    )
     np.testing.assert_allclose(posterior.log_prob(draws).numpy(), expected.numpy(), rtol=1e-10)
 
 
@@ -93,24 +121,41 @@ def test_joint_target_names_what_is_wrong():
 
 # -- tfp.vi surrogate ---------------------------------------------------------------
 
+
 def test_surrogate_variables_are_the_keras_weights_and_tfp_vi_trains_the_model():
     problem = regression()
     keras.utils.set_random_seed(0)
-    model = tfnf.NormalizingFlow(event_size=2, num_layers=2, target_log_prob=problem, dtype="float64", seed=0)
+    model = tfnf.NormalizingFlow(
+        event_size=2, num_layers=2, target_log_prob=problem, dtype="float64", seed=0
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-2))
     surrogate = model.surrogate_posterior()
-    assert [id(v) for v in surrogate.trainable_variables] == [id(w.value) for w in model.trainable_weights]
+    assert [id(v) for v in surrogate.trainable_variables] == [
+        id(w.value) for w in model.trainable_weights
+    ]
     exact = problem.posterior
     before = diagnostics.bound(model.distribution, exact.log_prob, 20_000, seed=1)[0]
-    losses = tfp.vi.fit_surrogate_posterior(problem, surrogate, model.optimizer, num_steps=300, sample_size=256,
-                                            seed=(2, 3), jit_compile=True)
+    losses = tfp.vi.fit_surrogate_posterior(
+        problem,
+        surrogate,
+        model.optimizer,
+        num_steps=300,
+        sample_size=256,
+        seed=(2, 3),
+        jit_compile=True,
+    )
     after = diagnostics.bound(model.distribution, exact.log_prob, 20_000, seed=1)[0]
     assert int(model.optimizer.iterations) == 300  # TFP's loop stepped the model's own optimizer
-    assert before > 10 and after < 0.1  # KL(q || exact posterior) of the Keras model fell from 44 nats
-    # TFP's loss is the negative ELBO: KL - ln p(y), at its last step (256 draws: within a few tenths).
+    assert (
+        before > 10 and after < 0.1
+    )  # KL(q || exact posterior) of the Keras model fell from 44 nats
+    # TFP's loss is the negative ELBO: KL - ln p(y), at its last step (256 draws: within a few
+    # tenths).
     assert abs(float(losses[-1]) - (after - float(problem.log_evidence))) < 0.3
     z = tf.constant(np.random.default_rng(4).normal(size=(5, 2)))
-    np.testing.assert_allclose(surrogate.log_prob(z).numpy(), model.distribution.log_prob(z).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        surrogate.log_prob(z).numpy(), model.distribution.log_prob(z).numpy(), rtol=1e-12
+    )
 
 
 def test_structured_surrogate_fits_a_pinned_model_in_its_own_structure():
@@ -118,11 +163,24 @@ def test_structured_surrogate_fits_a_pinned_model_in_its_own_structure():
     pinned = problem.joint_distribution()
     target = targets.JointTarget(pinned)
     keras.utils.set_random_seed(0)
-    model = tfnf.NormalizingFlow(event_size=2, num_layers=2, target_log_prob=target, dtype="float64", seed=0,
-                                 base="full_rank")
+    model = tfnf.NormalizingFlow(
+        event_size=2,
+        num_layers=2,
+        target_log_prob=target,
+        dtype="float64",
+        seed=0,
+        base="full_rank",
+    )
     surrogate = model.surrogate_posterior(target.bijector)
-    tfp.vi.fit_surrogate_posterior(pinned.unnormalized_log_prob, surrogate, keras.optimizers.Adam(3e-2),
-                                   num_steps=300, sample_size=256, seed=(5, 6), jit_compile=True)
+    tfp.vi.fit_surrogate_posterior(
+        pinned.unnormalized_log_prob,
+        surrogate,
+        keras.optimizers.Adam(3e-2),
+        num_steps=300,
+        sample_size=256,
+        seed=(5, 6),
+        jit_compile=True,
+    )
     draws = surrogate.sample(50_000, seed=7)
     exact = problem.posterior
     np.testing.assert_allclose(draws.theta.numpy().mean(0), exact.mean().numpy(), atol=0.05)
@@ -130,6 +188,7 @@ def test_structured_surrogate_fits_a_pinned_model_in_its_own_structure():
 
 
 # -- Bayesian linear regression -------------------------------------------------------
+
 
 def test_exact_posterior_and_evidence_agree_with_quadrature():
     problem = regression()
@@ -144,19 +203,26 @@ def test_exact_posterior_and_evidence_agree_with_quadrature():
     np.testing.assert_allclose(covariance, problem.posterior.covariance().numpy(), atol=1e-6)
     # The joint-distribution form is the same density.
     points = tf.constant(np.random.default_rng(0).normal(size=(7, 2)))
-    np.testing.assert_allclose(targets.JointTarget(problem.joint_distribution())(points).numpy(),
-                               problem(points).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        targets.JointTarget(problem.joint_distribution())(points).numpy(),
+        problem(points).numpy(),
+        rtol=1e-12,
+    )
 
 
 def test_correlated_features_have_the_asked_correlation():
-    x, y, theta = targets.correlated_regression_data(20_000, 3, correlation=0.9, noise_scale=0.5, seed=1)
+    x, y, theta = targets.correlated_regression_data(
+        20_000, 3, correlation=0.9, noise_scale=0.5, seed=1
+    )
     correlation = np.corrcoef(x.T)
     assert np.allclose(correlation[np.triu_indices(3, 1)], 0.9, atol=0.01)
     assert abs(np.std(y - x @ theta) - 0.5) < 0.01
 
 
 def mean_field_optimum_kl(precision):
-    """min over diagonal Gaussians of KL(q || N(m, precision^-1)) = (sum ln diag(P) - ln det P) / 2."""
+    """min over diagonal Gaussians of KL(q || N(m, precision^-1))
+    = (sum ln diag(P) - ln det P) / 2.
+    """
     return 0.5 * (np.sum(np.log(np.diag(precision))) - np.linalg.slogdet(precision)[1])
 
 
@@ -166,12 +232,22 @@ def test_reduced_budget_mean_field_planar_and_full_rank_against_the_exact_poster
     precision = np.linalg.inv(exact.covariance().numpy())
 
     def kl(**options):
-        model = tfnf.models.fit_flow(problem, event_size=2, steps=400, batch_size=512, learning_rate=5e-2,
-                                     dtype="float64", seed=0, **options)
+        model = tfnf.models.fit_flow(
+            problem,
+            event_size=2,
+            steps=400,
+            batch_size=512,
+            learning_rate=5e-2,
+            dtype="float64",
+            seed=0,
+            **options,
+        )
         return model, diagnostics.bound(model.distribution, exact.log_prob, 100_000, seed=1)
 
     _, (mean_field, se) = kl(num_layers=0)
-    assert abs(mean_field - mean_field_optimum_kl(precision)) < 0.02 + 3 * se  # the closed-form optimum, 0.82 nats
+    assert (
+        abs(mean_field - mean_field_optimum_kl(precision)) < 0.02 + 3 * se
+    )  # the closed-form optimum, 0.82 nats
     _, (planar, _) = kl(num_layers=8)
     assert planar < mean_field / 5
     model, (full_rank, _) = kl(num_layers=2, base="full_rank")
@@ -194,10 +270,17 @@ def test_regression_names_bad_input():
 
 # -- bases and the funnel ---------------------------------------------------------------
 
+
 def test_full_rank_base_is_tfps_multivariate_normal_and_draws_match_its_density():
     keras.utils.set_random_seed(0)
-    model = tfnf.NormalizingFlow(event_size=3, num_layers=0, target_log_prob=lambda z: -tf.reduce_sum(z**2, -1),
-                                 base="full_rank", dtype="float64", seed=0)
+    model = tfnf.NormalizingFlow(
+        event_size=3,
+        num_layers=0,
+        target_log_prob=lambda z: -tf.reduce_sum(z**2, -1),
+        base="full_rank",
+        dtype="float64",
+        seed=0,
+    )
     raw = np.random.default_rng(0).normal(size=6)
     model.base.raw_scale_tril.assign(raw)
     model.base.loc.assign([1.0, -2.0, 0.5])
@@ -205,48 +288,67 @@ def test_full_rank_base_is_tfps_multivariate_normal_and_draws_match_its_density(
     reference = tfd.MultivariateNormalTriL([1.0, -2.0, 0.5], scale_tril)
     z, log_q = model.sample_and_log_prob(1000, seed=tf.constant([1, 2]))
     np.testing.assert_allclose(log_q.numpy(), reference.log_prob(z).numpy(), rtol=1e-12)
-    np.testing.assert_allclose(model.distribution.log_prob(z).numpy(), reference.log_prob(z).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        model.distribution.log_prob(z).numpy(), reference.log_prob(z).numpy(), rtol=1e-12
+    )
     draws = model.sample_and_log_prob(200_000, seed=tf.constant([3, 4]))[0].numpy()
     np.testing.assert_allclose(np.cov(draws.T), reference.covariance().numpy(), atol=0.05)
 
 
 def test_full_rank_model_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
-    model = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U1", base="full_rank",
-                                 dtype="float64", seed=0)
+    model = tfnf.NormalizingFlow(
+        event_size=2, num_layers=1, target_log_prob="U1", base="full_rank", dtype="float64", seed=0
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     model.fit(steps=5, batch_size=32, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.base_kind == "full_rank"
     z = np.random.default_rng(0).normal(size=(4, 2))
-    np.testing.assert_allclose(loaded.distribution.log_prob(z).numpy(), model.distribution.log_prob(z).numpy())
+    np.testing.assert_allclose(
+        loaded.distribution.log_prob(z).numpy(), model.distribution.log_prob(z).numpy()
+    )
 
 
 def test_funnel_is_neals_density():
     z = np.random.default_rng(0).normal(size=(20, 4)) * [3.0, 1.0, 2.0, 5.0]
-    expected = scipy.stats.norm(0, 3).logpdf(z[:, 0]) + scipy.stats.norm(0, np.exp(z[:, :1] / 2)).logpdf(z[:, 1:]).sum(1)
+    expected = scipy.stats.norm(0, 3).logpdf(z[:, 0]) + scipy.stats.norm(
+        0, np.exp(z[:, :1] / 2)
+    ).logpdf(z[:, 1:]).sum(1)
     np.testing.assert_allclose(targets.funnel(tf.constant(z)).numpy(), expected, rtol=1e-12)
-    assert math.isclose(math.exp(9 / 4), 9.487735836358526)  # the x marginals' sd quoted in the docstring
+    assert math.isclose(
+        math.exp(9 / 4), 9.487735836358526
+    )  # the x marginals' sd quoted in the docstring
 
 
 def test_auto_batched_targets_train_without_xla_and_batch_aware_ones_with_it(pinned):
-    # The auto-batched model's gradient under XLA took 2 s a step (tfnf/targets.py): "auto" leaves XLA off.
-    auto_batched = tfnf.NormalizingFlow(event_size=8, num_layers=1, target_log_prob=targets.JointTarget(pinned),
-                                        dtype="float64")
+    # The auto-batched model's gradient under XLA took 2 s a step (tfnf/targets.py): "auto" leaves
+    # XLA off.
+    auto_batched = tfnf.NormalizingFlow(
+        event_size=8, num_layers=1, target_log_prob=targets.JointTarget(pinned), dtype="float64"
+    )
     auto_batched.compile(optimizer="adam")
     assert targets.JointTarget(pinned).xla_friendly is False and auto_batched.jit_compile is False
     root = tfd.JointDistributionCoroutine.Root
 
     @tfd.JointDistributionCoroutine
     def batch_aware():
-        theta = yield root(tfd.Independent(tfd.Normal(tf.zeros(2, tf.float64), 1.0), 1, name="theta"))
+        theta = yield root(
+            tfd.Independent(tfd.Normal(tf.zeros(2, tf.float64), 1.0), 1, name="theta")
+        )
         yield tfd.Independent(tfd.Normal(theta, 1.0), 1, name="y")
 
-    target = targets.JointTarget(batch_aware.experimental_pin(y=tf.constant([0.5, -1.0], tf.float64)))
-    model = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob=target, dtype="float64")
+    target = targets.JointTarget(
+        batch_aware.experimental_pin(y=tf.constant([0.5, -1.0], tf.float64))
+    )
+    model = tfnf.NormalizingFlow(
+        event_size=2, num_layers=1, target_log_prob=target, dtype="float64"
+    )
     model.compile(optimizer="adam")
     assert target.xla_friendly is True and model.jit_compile is True
     z = tf.constant([[0.1, 0.2], [1.0, -3.0]], tf.float64)
-    expected = scipy.stats.norm.logpdf(z.numpy()).sum(1) + scipy.stats.norm.logpdf([0.5, -1.0], z.numpy()).sum(1)
+    expected = scipy.stats.norm.logpdf(z.numpy()).sum(1) + scipy.stats.norm.logpdf(
+        [0.5, -1.0], z.numpy()
+    ).sum(1)
     np.testing.assert_allclose(target(z).numpy(), expected, rtol=1e-12)

@@ -27,7 +27,9 @@ def amat_text(x, sep=" ", newline="\n", trailing="", final_newline=True) -> byte
 
 
 def amat_bytes_fast(x) -> bytes:
-    """The published layout "d d ... d\\n" of x [N, 784], built with NumPy (for the 50000-row split)."""
+    """The published layout "d d ... d\\n" of x [N, 784], built with NumPy (for the 50000-row
+    split).
+    """
     buf = np.full((x.shape[0], 2 * x.shape[1]), ord(" "), np.uint8)
     buf[:, 0::2] = x + ord("0")
     buf[:, -1] = ord("\n")
@@ -89,7 +91,9 @@ def server(tmp_path, monkeypatch):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.01), daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs=dict(poll_interval=0.01), daemon=True
+    )
     thread.start()
     monkeypatch.setattr(datasets, "ORIGIN", f"http://127.0.0.1:{httpd.server_address[1]}/")
     yield root, requests
@@ -99,7 +103,9 @@ def server(tmp_path, monkeypatch):
 
 
 def serve(root, monkeypatch, split, x) -> str:
-    """Put x as binarized_mnist_{split}.amat on the server and make it the expected hash; its SHA-256."""
+    """Put x as binarized_mnist_{split}.amat on the server and make it the expected hash; its
+    SHA-256.
+    """
     data = amat_text(x)
     (root / f"binarized_mnist_{split}.amat").write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
@@ -108,6 +114,7 @@ def serve(root, monkeypatch, split, x) -> str:
 
 
 # --- the full file -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("split", datasets.SPLITS)
 def test_full_file_shapes_and_values(mnist_full_path, full, split):
@@ -136,7 +143,10 @@ def test_subset_is_the_head_of_the_full_file(full, subset):
 
 # --- local files -------------------------------------------------------------------------------
 
-def test_npz_npy_and_amat_load_identically_as_files_and_directories(mnist_subset_path, subset, tmp_path):
+
+def test_npz_npy_and_amat_load_identically_as_files_and_directories(
+    mnist_subset_path, subset, tmp_path
+):
     npz_dir, amat_dir, npy_dir = tmp_path / "npz", tmp_path / "amat", tmp_path / "npy"
     for d in (npz_dir, amat_dir, npy_dir):
         d.mkdir()
@@ -144,8 +154,14 @@ def test_npz_npy_and_amat_load_identically_as_files_and_directories(mnist_subset
     for split, expected in subset.items():
         (amat_dir / f"binarized_mnist_{split}.amat").write_bytes(amat_text(expected))
         np.save(npy_dir / f"binarized_mnist_{split}.npy", expected)
-        for path in (mnist_subset_path, npz_dir, amat_dir, amat_dir / f"binarized_mnist_{split}.amat",
-                     npy_dir, str(npy_dir / f"binarized_mnist_{split}.npy")):
+        for path in (
+            mnist_subset_path,
+            npz_dir,
+            amat_dir,
+            amat_dir / f"binarized_mnist_{split}.amat",
+            npy_dir,
+            str(npy_dir / f"binarized_mnist_{split}.npy"),
+        ):
             x = datasets.load_binarized_mnist(split, path, download=False)
             assert x.dtype == np.uint8, path
             np.testing.assert_array_equal(x, expected, err_msg=str(path))
@@ -162,13 +178,17 @@ def test_published_layout_is_read_without_loadtxt(subset, tmp_path, monkeypatch)
     np.testing.assert_array_equal(datasets.load_binarized_mnist("valid", path), subset["valid"])
 
 
-@pytest.mark.parametrize("layout", [
-    dict(newline="\r\n"),
-    dict(sep="\t"),
-    dict(trailing=" "),
-    dict(final_newline=False),
-    dict(sep="  ", trailing="\t"),
-], ids=["crlf", "tabs", "trailing-space", "no-final-newline", "mixed"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        dict(newline="\r\n"),
+        dict(sep="\t"),
+        dict(trailing=" "),
+        dict(final_newline=False),
+        dict(sep="  ", trailing="\t"),
+    ],
+    ids=["crlf", "tabs", "trailing-space", "no-final-newline", "mixed"],
+)
 def test_amat_in_other_whitespace_layouts(subset, tmp_path, layout):
     expected = subset["valid"][:50]
     path = tmp_path / "digits.amat"
@@ -177,7 +197,9 @@ def test_amat_in_other_whitespace_layouts(subset, tmp_path, layout):
 
 
 def test_data_dir_env_and_precedence_path_then_env_then_cache(monkeypatch, subset, tmp_path):
-    """Three different arrays in the three places: each is read exactly when the ones before it are absent."""
+    """Three different arrays in the three places: each is read exactly when the ones before it
+    are absent.
+    """
     a, b, c = subset["test"], 1 - subset["test"], subset["test"][::-1]
     env_dir, cache_dir = tmp_path / "env", tmp_path / "cache"
     env_dir.mkdir()
@@ -190,10 +212,14 @@ def test_data_dir_env_and_precedence_path_then_env_then_cache(monkeypatch, subse
     np.testing.assert_array_equal(datasets.load_binarized_mnist("test", cache_dir=cache_dir), c)
     monkeypatch.setenv(datasets.DATA_DIR_ENV, str(env_dir))
     np.testing.assert_array_equal(datasets.load_binarized_mnist("test", cache_dir=cache_dir), b)
-    np.testing.assert_array_equal(datasets.load_binarized_mnist("test", path, cache_dir=cache_dir), a)
+    np.testing.assert_array_equal(
+        datasets.load_binarized_mnist("test", path, cache_dir=cache_dir), a
+    )
     # An env directory without the file falls through to the cache.
     monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "nowhere"))
-    np.testing.assert_array_equal(datasets.load_binarized_mnist("test", cache_dir=cache_dir, download=False), c)
+    np.testing.assert_array_equal(
+        datasets.load_binarized_mnist("test", cache_dir=cache_dir, download=False), c
+    )
 
 
 def test_in_a_directory_npz_comes_before_npy_before_amat(subset, tmp_path):
@@ -219,6 +245,7 @@ def test_dataset_yields_the_rows_as_float32(mnist_subset_path, subset):
 
 # --- errors ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("load", [datasets.load_binarized_mnist, datasets.binarized_mnist])
 @pytest.mark.parametrize("split", ["training", "validation", "Train", None])
 def test_bad_split_names_the_valid_ones(load, split, mnist_subset_path):
@@ -232,8 +259,16 @@ def test_missing_without_download_says_where_it_looked_and_how_to_obtain_it(tmp_
     with pytest.raises(FileNotFoundError) as info:
         datasets.load_binarized_mnist("valid", download=False, cache_dir=tmp_path / "cache")
     message = str(info.value)
-    for part in ["binarized_mnist.npz", "binarized_mnist_valid.amat", str(tmp_path / "env"), str(tmp_path / "cache"),
-                 "download=False", datasets.ORIGIN + "binarized_mnist_valid.amat", "path=", "TFNF_DATA_DIR"]:
+    for part in [
+        "binarized_mnist.npz",
+        "binarized_mnist_valid.amat",
+        str(tmp_path / "env"),
+        str(tmp_path / "cache"),
+        "download=False",
+        datasets.ORIGIN + "binarized_mnist_valid.amat",
+        "path=",
+        "TFNF_DATA_DIR",
+    ]:
         assert part in message, part
     assert not (tmp_path / "cache").exists()
 
@@ -241,19 +276,26 @@ def test_missing_without_download_says_where_it_looked_and_how_to_obtain_it(tmp_
 def test_missing_path_and_empty_directory_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="path=.*nope.npz.*no such file"):
         datasets.load_binarized_mnist("train", tmp_path / "nope.npz")
-    with pytest.raises(FileNotFoundError, match=r"path=.*is a directory holding none of binarized_mnist.npz, "
-                                                r"binarized_mnist_test.npy, binarized_mnist_test.amat"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"path=.*is a directory holding none of binarized_mnist.npz, "
+        r"binarized_mnist_test.npy, binarized_mnist_test.amat",
+    ):
         datasets.load_binarized_mnist("test", tmp_path)
 
 
-@pytest.mark.parametrize("array, problem", [
-    (np.zeros((10, 783), np.uint8), r"\[N, 784\].*\(10, 783\)"),
-    (np.zeros((784,), np.uint8), r"\[N, 784\].*\(784,\)"),
-    (np.zeros((0, 784), np.uint8), r"N >= 1.*\(0, 784\)"),
-    (np.full((3, 784), 0.5), r"values must be 0 or 1; found \[0.5\] in 3 rows"),
-    (np.eye(3, 784, dtype=np.int64) * 2, r"values must be 0 or 1; found \[2\] in 3 rows"),
-    (np.array([["0"] * 784]), "expected 0/1 numbers"),
-], ids=["783-columns", "1-d", "no-rows", "halves", "twos", "strings"])
+@pytest.mark.parametrize(
+    "array, problem",
+    [
+        (np.zeros((10, 783), np.uint8), r"\[N, 784\].*\(10, 783\)"),
+        (np.zeros((784,), np.uint8), r"\[N, 784\].*\(784,\)"),
+        (np.zeros((0, 784), np.uint8), r"N >= 1.*\(0, 784\)"),
+        (np.full((3, 784), 0.5), r"values must be 0 or 1; found \[0.5\] in 3 rows"),
+        (np.eye(3, 784, dtype=np.int64) * 2, r"values must be 0 or 1; found \[2\] in 3 rows"),
+        (np.array([["0"] * 784]), "expected 0/1 numbers"),
+    ],
+    ids=["783-columns", "1-d", "no-rows", "halves", "twos", "strings"],
+)
 def test_bad_arrays_name_the_file(tmp_path, array, problem):
     path = tmp_path / "bad.npz"
     np.savez(path, train=array)
@@ -261,13 +303,17 @@ def test_bad_arrays_name_the_file(tmp_path, array, problem):
         datasets.load_binarized_mnist("train", path)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("0 1 " * 391 + "1\n", r"\(1, 783\)"),
-    ("0 " * 783 + "2\n", r"found \[2\]"),
-    ("0 " * 783 + "0.5\n", "not a binarised MNIST .amat file.*0.5"),
-    ("0 " * 784 + "\n" + "0 " * 783 + "\n", "not a binarised MNIST .amat file.*columns"),
-    ("", r"N >= 1"),
-], ids=["783-columns", "a-two", "a-half", "ragged", "empty"])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("0 1 " * 391 + "1\n", r"\(1, 783\)"),
+        ("0 " * 783 + "2\n", r"found \[2\]"),
+        ("0 " * 783 + "0.5\n", "not a binarised MNIST .amat file.*0.5"),
+        ("0 " * 784 + "\n" + "0 " * 783 + "\n", "not a binarised MNIST .amat file.*columns"),
+        ("", r"N >= 1"),
+    ],
+    ids=["783-columns", "a-two", "a-half", "ragged", "empty"],
+)
 def test_bad_amat_names_the_file(tmp_path, text, problem):
     path = tmp_path / "binarized_mnist_train.amat"
     path.write_text(text)
@@ -278,11 +324,15 @@ def test_bad_amat_names_the_file(tmp_path, text, problem):
 def test_npz_without_the_split_and_unknown_suffix_and_wrong_split_file(tmp_path, subset):
     path = tmp_path / "only_train.npz"
     np.savez(path, train=subset["train"])
-    with pytest.raises(ValueError, match=r"only_train.npz has no array 'test'; it holds \['train'\]"):
+    with pytest.raises(
+        ValueError, match=r"only_train.npz has no array 'test'; it holds \['train'\]"
+    ):
         datasets.load_binarized_mnist("test", path)
     csv = tmp_path / "digits.csv"
     csv.write_text("0,1\n")
-    with pytest.raises(ValueError, match=r"path=.*digits.csv.*suffix '.csv'.*\.npz, \.npy or \.amat"):
+    with pytest.raises(
+        ValueError, match=r"path=.*digits.csv.*suffix '.csv'.*\.npz, \.npy or \.amat"
+    ):
         datasets.load_binarized_mnist("train", csv)
     amat = tmp_path / "binarized_mnist_valid.amat"
     amat.write_bytes(amat_text(subset["valid"][:2]))
@@ -291,6 +341,7 @@ def test_npz_without_the_split_and_unknown_suffix_and_wrong_split_file(tmp_path,
 
 
 # --- downloads ---------------------------------------------------------------------------------
+
 
 def test_download_once_then_read_from_the_cache(server, subset, monkeypatch, tmp_path):
     root, requests = server
@@ -304,9 +355,12 @@ def test_download_once_then_read_from_the_cache(server, subset, monkeypatch, tmp
     assert sorted(p.name for p in cache.iterdir()) == ["binarized_mnist_valid.npy"]
     np.testing.assert_array_equal(np.load(cache / "binarized_mnist_valid.npy"), subset["valid"])
 
-    np.testing.assert_array_equal(datasets.load_binarized_mnist("valid", cache_dir=cache), subset["valid"])
-    np.testing.assert_array_equal(datasets.load_binarized_mnist("valid", cache_dir=cache, download=False),
-                                  subset["valid"])
+    np.testing.assert_array_equal(
+        datasets.load_binarized_mnist("valid", cache_dir=cache), subset["valid"]
+    )
+    np.testing.assert_array_equal(
+        datasets.load_binarized_mnist("valid", cache_dir=cache, download=False), subset["valid"]
+    )
     got = np.stack(list(datasets.binarized_mnist("valid", cache_dir=cache).as_numpy_iterator()))
     np.testing.assert_array_equal(got, subset["valid"].astype(np.float32))
     assert requests == ["/binarized_mnist_valid.amat"]
@@ -323,7 +377,9 @@ def test_default_cache_is_under_keras_home(server, subset, monkeypatch, tmp_path
     assert requests == ["/binarized_mnist_test.amat"]
 
 
-def test_hash_mismatch_is_an_error_and_leaves_nothing_in_the_cache(server, subset, monkeypatch, tmp_path):
+def test_hash_mismatch_is_an_error_and_leaves_nothing_in_the_cache(
+    server, subset, monkeypatch, tmp_path
+):
     root, requests = server
     real = serve(root, monkeypatch, "valid", subset["valid"])
     monkeypatch.setitem(datasets.SHA256, "valid", "0" * 64)
@@ -336,7 +392,9 @@ def test_hash_mismatch_is_an_error_and_leaves_nothing_in_the_cache(server, subse
     assert list(cache.iterdir()) == []
     # With the right hash the next call downloads again and succeeds.
     monkeypatch.setitem(datasets.SHA256, "valid", real)
-    np.testing.assert_array_equal(datasets.load_binarized_mnist("valid", cache_dir=cache), subset["valid"])
+    np.testing.assert_array_equal(
+        datasets.load_binarized_mnist("valid", cache_dir=cache), subset["valid"]
+    )
     assert requests == ["/binarized_mnist_valid.amat"] * 2
 
 
@@ -346,8 +404,14 @@ def test_unreachable_server_with_nothing_cached_says_how_to_obtain_it(tmp_path):
         datasets.load_binarized_mnist("train", cache_dir=cache)
     message = str(info.value)
     url = datasets.ORIGIN + "binarized_mnist_train.amat"
-    for part in [f"the download of {url} failed", "refused", str(cache), "TFNF_DATA_DIR", "path=",
-                 "binarized_mnist_train.amat"]:
+    for part in [
+        f"the download of {url} failed",
+        "refused",
+        str(cache),
+        "TFNF_DATA_DIR",
+        "path=",
+        "binarized_mnist_train.amat",
+    ]:
         assert part in message, part
     assert list(cache.iterdir()) == []
 

@@ -13,20 +13,28 @@ tfd = tfp.distributions
 
 
 def gaussian(loc, scale):
-    return tfd.MultivariateNormalDiag(loc=tf.constant(loc, tf.float64), scale_diag=tf.constant(scale, tf.float64))
+    return tfd.MultivariateNormalDiag(
+        loc=tf.constant(loc, tf.float64), scale_diag=tf.constant(scale, tf.float64)
+    )
 
 
 def gaussian_kl(q_loc, q_scale, p_loc, p_scale):
     """KL(N(q) || N(p)) for diagonal Gaussians, in closed form."""
     q_loc, q_scale, p_loc, p_scale = map(np.asarray, (q_loc, q_scale, p_loc, p_scale))
-    return float(np.sum(np.log(p_scale / q_scale) + (q_scale**2 + (q_loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5))
+    return float(
+        np.sum(
+            np.log(p_scale / q_scale) + (q_scale**2 + (q_loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5
+        )
+    )
 
 
 def test_kl_2d_matches_the_gaussian_closed_form():
     q, p = gaussian([0.3, -0.2], [0.8, 1.1]), gaussian([-0.5, 0.4], [1.2, 0.7])
     unnormalised = lambda z: p.log_prob(z) + 3.7  # noqa: E731  ln Z = 3.7 must not matter
     kl, mass = diagnostics.kl_2d(q, unnormalised, extent=(-9, 9), num=600)
-    assert kl == pytest.approx(gaussian_kl([0.3, -0.2], [0.8, 1.1], [-0.5, 0.4], [1.2, 0.7]), abs=1e-6)
+    assert kl == pytest.approx(
+        gaussian_kl([0.3, -0.2], [0.8, 1.1], [-0.5, 0.4], [1.2, 0.7]), abs=1e-6
+    )
     assert mass == pytest.approx(1.0, abs=1e-9)
 
 
@@ -42,7 +50,9 @@ def test_kl_2d_on_a_box_is_between_the_truncated_densities():
 
 def test_bound_is_kl_minus_log_normalizer():
     q, p = gaussian([0.0, 0.0], [1.0, 1.0]), gaussian([1.0, 0.0], [1.0, 2.0])
-    value, error = diagnostics.bound(q, lambda z: p.log_prob(z) + 2.0, num_samples=200_000, seed=[1, 2])
+    value, error = diagnostics.bound(
+        q, lambda z: p.log_prob(z) + 2.0, num_samples=200_000, seed=[1, 2]
+    )
     expected = gaussian_kl([0, 0], [1, 1], [1, 0], [1, 2]) - 2.0
     assert abs(value - expected) < 4 * error
     assert error < 0.01
@@ -50,17 +60,25 @@ def test_bound_is_kl_minus_log_normalizer():
 
 def test_importance_sampling_recovers_log_z_and_ess():
     p = gaussian([0.5, -0.5], [1.0, 1.5])
-    exact = diagnostics.importance_log_normalizer(p, lambda z: p.log_prob(z) + 1.25, num_samples=1000, seed=[3, 4])
+    exact = diagnostics.importance_log_normalizer(
+        p, lambda z: p.log_prob(z) + 1.25, num_samples=1000, seed=[3, 4]
+    )
     assert exact.log_z == pytest.approx(1.25, abs=1e-12)  # q = p: every weight is Z
     assert exact.ess == pytest.approx(1.0) and exact.standard_error < 1e-12
     q = gaussian([0.0, 0.0], [1.5, 2.0])
-    estimate = diagnostics.importance_log_normalizer(q, lambda z: p.log_prob(z) + 1.25, num_samples=200_000,
-                                                     seed=[5, 6])
+    estimate = diagnostics.importance_log_normalizer(
+        q, lambda z: p.log_prob(z) + 1.25, num_samples=200_000, seed=[5, 6]
+    )
     assert abs(estimate.log_z - 1.25) < 4 * estimate.standard_error
     # Kish ESS = 1 / E_q[(p/q)^2]; per coordinate, with p = N(m, s_p^2), q = N(0, s_q^2) and
-    # a = 1/s_p^2 - 1/(2 s_q^2): E = s_q / (sqrt(2 pi) s_p^2) sqrt(pi / a) exp(m^2 / (s_p^4 a) - m^2 / s_p^2).
+    # a = 1/s_p^2 - 1/(2 s_q^2):
+    # E = s_q / (sqrt(2 pi) s_p^2) sqrt(pi / a) exp(m^2 / (s_p^4 a) - m^2 / s_p^2).
     m, s_p, s_q = np.array([0.5, -0.5]), np.array([1.0, 1.5]), np.array([1.5, 2.0])
     a = 1 / s_p**2 - 1 / (2 * s_q**2)
-    second_moment = np.prod(s_q / (np.sqrt(2 * np.pi) * s_p**2) * np.sqrt(np.pi / a)
-                            * np.exp(m**2 / (s_p**4 * a) - m**2 / s_p**2))
+    second_moment = np.prod(
+        s_q
+        / (np.sqrt(2 * np.pi) * s_p**2)
+        * np.sqrt(np.pi / a)
+        * np.exp(m**2 / (s_p**4 * a) - m**2 / s_p**2)
+    )
     assert estimate.ess == pytest.approx(1 / second_moment, rel=0.02)

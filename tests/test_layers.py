@@ -32,11 +32,15 @@ def built(layer_class, **kwargs):
 @pytest.mark.parametrize("layer_class", [layers.FLOWS[name] for name in MAP_FLOWS], ids=MAP_FLOWS)
 def test_weights_are_stacked_per_map_and_build_the_bijector(layer_class):
     layer = built(layer_class, num_layers=4)
-    assert [tuple(w.shape) for w in layer.weights] == [(4, 3) if r else (4,) for r in layer.parameter_ranks.values()]
+    assert [tuple(w.shape) for w in layer.weights] == [
+        (4, 3) if r else (4,) for r in layer.parameter_ranks.values()
+    ]
     z = np.random.default_rng(0).normal(size=(10, 3))
     expected = z
     for k in range(4):  # the K maps one after another, from the weights by hand
-        expected = layer.bijector_class(*[w.numpy()[k] for w in layer.weights]).forward(expected).numpy()
+        expected = (
+            layer.bijector_class(*[w.numpy()[k] for w in layer.weights]).forward(expected).numpy()
+        )
     np.testing.assert_allclose(layer(z).numpy(), expected, rtol=1e-13, atol=1e-13)
 
 
@@ -48,10 +52,12 @@ def test_each_weight_draws_its_own_initial_values_reproducibly(layer_class):
     again = [w.numpy() for w in built(layer_class, num_layers=3).weights]
     keras.utils.set_random_seed(2)
     other = [w.numpy() for w in built(layer_class, num_layers=3).weights]
-    for a, b, c in zip(first, again, other):
+    for a, b, c in zip(first, again, other, strict=True):
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
-    assert not np.array_equal(first[0].ravel()[:3], first[1].ravel()[:3])  # u and w (z0 and a) differ
+    assert not np.array_equal(
+        first[0].ravel()[:3], first[1].ravel()[:3]
+    )  # u and w (z0 and a) differ
     assert not np.array_equal(first[1].ravel()[:3], first[2].ravel()[:3])
 
 
@@ -63,7 +69,9 @@ def test_planar_default_initializer_is_uniform_on_0_1():
 
 
 def test_a_seeded_initializer_still_draws_different_weights():
-    layer = built(layers.PlanarStack, num_layers=5, initializer=keras.initializers.RandomNormal(seed=42))
+    layer = built(
+        layers.PlanarStack, num_layers=5, initializer=keras.initializers.RandomNormal(seed=42)
+    )
     assert not np.array_equal(layer.u.numpy(), layer.w.numpy())
 
 
@@ -91,7 +99,10 @@ def test_get_flow_lists_the_flows():
     assert layers.get_flow("radial") is layers.RadialStack
     with pytest.raises(ValueError, match="known flows: nice, planar, radial"):
         layers.get_flow("maf")
-    assert isinstance(tfnf.NormalizingFlow(event_size=2, num_layers=1, flow="radial").flow_layer, layers.RadialStack)
+    assert isinstance(
+        tfnf.NormalizingFlow(event_size=2, num_layers=1, flow="radial").flow_layer,
+        layers.RadialStack,
+    )
 
 
 def test_planar_maps_start_as_the_identity():
@@ -108,24 +119,38 @@ def test_nice_is_volume_preserving_invertible_and_starts_as_the_identity():
     bijector = layer.bijector()
     z = np.random.default_rng(4).normal(size=(50, 3))
     y = bijector.forward(z).numpy()
-    np.testing.assert_allclose(y, z[:, ::-1] if layer.num_layers % 2 else z, atol=1e-14)  # zero shifts, reversals
+    np.testing.assert_allclose(
+        y, z[:, ::-1] if layer.num_layers % 2 else z, atol=1e-14
+    )  # zero shifts, reversals
     for network in layer.shift_networks:  # move off the identity
-        network.layers[-1].kernel.assign(np.random.default_rng(5).normal(size=network.layers[-1].kernel.shape))
+        network.layers[-1].kernel.assign(
+            np.random.default_rng(5).normal(size=network.layers[-1].kernel.shape)
+        )
     bijector = layer.bijector()
     x = tf.constant(z)
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = bijector.forward(x)
-    assert np.abs(tf.linalg.slogdet(tape.batch_jacobian(y, x))[1].numpy()).max() < 1e-12  # additive: det 1
+    assert (
+        np.abs(tf.linalg.slogdet(tape.batch_jacobian(y, x))[1].numpy()).max() < 1e-12
+    )  # additive: det 1
     np.testing.assert_allclose(bijector.forward_log_det_jacobian(z, event_ndims=1).numpy(), 0.0)
     np.testing.assert_allclose(bijector.inverse(tf.constant(y.numpy())).numpy(), z, atol=1e-12)
 
 
 def test_old_layer_names_load_as_the_new_classes():
     assert layers.Planar is layers.PlanarStack and layers.Radial is layers.RadialStack
-    for old, new in (("Planar", layers.PlanarStack), ("Radial", layers.RadialStack), ("NICE", layers.NICEStack)):
-        config = {"module": "tfnf.layers", "class_name": old, "registered_name": f"tfnf>{old}",
-                  "config": {"num_layers": 2, "name": "flow"}}  # as a file saved by tfnf 0.1 holds it
+    for old, new in (
+        ("Planar", layers.PlanarStack),
+        ("Radial", layers.RadialStack),
+        ("NICE", layers.NICEStack),
+    ):
+        config = {
+            "module": "tfnf.layers",
+            "class_name": old,
+            "registered_name": f"tfnf>{old}",
+            "config": {"num_layers": 2, "name": "flow"},
+        }  # as a file saved by tfnf 0.1 holds it
         assert type(keras.saving.deserialize_keras_object(config)) is new
 
 
@@ -141,6 +166,7 @@ def amortized(flow, num_layers=3, event_size=3, features=5, scale="softplus", se
 
 # -- AmortizedFlow ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("flow", AMORTIZED)
 def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow):
     layer = amortized(flow)
@@ -149,13 +175,19 @@ def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow):
     expected = head_parameters(layer, h)
     assert params.keys() == expected.keys()
     for name in params:  # map k of example i in block k of the head's output
-        np.testing.assert_allclose(params[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            params[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name
+        )
 
     q = layer.distribution(h)
     assert q.batch_shape == [6] and q.event_shape == [3]
-    for z, log_q in (q.experimental_sample_and_log_prob(7, seed=[3, 4]),  # forward sweeps: [7, 6, 3], [7, 6]
-                     layer.sample_and_log_prob(layer(h), seed=[3, 4], sample_shape=(7,))):
-        z = tf.constant(z.numpy())  # a new tensor, so log_prob goes through the inverse, not TFP's cache
+    for z, log_q in (
+        q.experimental_sample_and_log_prob(7, seed=[3, 4]),  # forward sweeps: [7, 6, 3], [7, 6]
+        layer.sample_and_log_prob(layer(h), seed=[3, 4], sample_shape=(7,)),
+    ):
+        z = tf.constant(
+            z.numpy()
+        )  # a new tensor, so log_prob goes through the inverse, not TFP's cache
         log_prob = q.log_prob(z).numpy()
         for i in range(6):
             by_chain = per_example_posterior(layer, params, i).log_prob(z[:, i]).numpy()
@@ -168,9 +200,13 @@ def test_sample_and_log_prob_draws_the_base_then_the_maps():
     h = np.random.default_rng(13).normal(size=(6, 5))
     params = layer(h)
     z, _ = layer.sample_and_log_prob(params, seed=[1, 2], sample_shape=(2000,))
-    eps = (layer.bijector_from(params).inverse(z) - params["loc"]) / params["scale"]  # back to the base noise
+    eps = (layer.bijector_from(params).inverse(z) - params["loc"]) / params[
+        "scale"
+    ]  # back to the base noise
     eps = eps.numpy().reshape(-1)
-    assert abs(eps.mean()) < 4 / math.sqrt(eps.size) and abs(eps.var() - 1) < 4 * math.sqrt(2 / eps.size)
+    assert abs(eps.mean()) < 4 / math.sqrt(eps.size) and abs(eps.var() - 1) < 4 * math.sqrt(
+        2 / eps.size
+    )
 
 
 @pytest.mark.parametrize("flow", AMORTIZED)
@@ -184,10 +220,16 @@ def test_amortized_log_density_matches_the_autodiff_jacobian(flow):
         z = layer.bijector_from(params).forward(z0)
     log_det = tf.linalg.slogdet(tape.batch_jacobian(z, z0))[1].numpy()
     assert np.abs(log_det).max() > 0.1  # the maps are far from volume preserving
-    expected = gaussian_log_prob(z0.numpy(), params["loc"].numpy(), params["scale"].numpy()) - log_det
+    expected = (
+        gaussian_log_prob(z0.numpy(), params["loc"].numpy(), params["scale"].numpy()) - log_det
+    )
     q = layer.distribution_from(params)
-    np.testing.assert_allclose(q.log_prob(tf.constant(z.numpy())).numpy(), expected, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(q.bijector.inverse(tf.constant(z.numpy())).numpy(), z0.numpy(), atol=1e-9)
+    np.testing.assert_allclose(
+        q.log_prob(tf.constant(z.numpy())).numpy(), expected, rtol=0, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        q.bijector.inverse(tf.constant(z.numpy())).numpy(), z0.numpy(), atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("scale", ["softplus", "exp"])
@@ -197,8 +239,11 @@ def test_no_maps_is_the_diagonal_gaussian(scale):
     h = np.random.default_rng(5).normal(size=(4, 5))
     params = head_parameters(layer, h)
     z = np.random.default_rng(6).normal(size=(9, 4, 3))
-    np.testing.assert_allclose(layer.distribution(h).log_prob(z).numpy(),
-                               gaussian_log_prob(z, params["loc"], params["scale"]), rtol=1e-12)
+    np.testing.assert_allclose(
+        layer.distribution(h).log_prob(z).numpy(),
+        gaussian_log_prob(z, params["loc"], params["scale"]),
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("flow", AMORTIZED)
@@ -209,24 +254,40 @@ def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
     h = np.random.default_rng(7).normal(size=(6, 5))
     params = head_parameters(layer, h)
     z0 = np.random.default_rng(8).normal(size=(6, 3))
-    np.testing.assert_allclose(layer.bijector_from(layer(h)).forward(z0).numpy(), z0, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(layer.distribution(h).log_prob(z0).numpy(),
-                               gaussian_log_prob(z0, params["loc"], params["scale"]), rtol=0, atol=1e-12)
-    assert np.ptp(params["z0" if flow == "radial" else "w"], axis=1).min() > 0  # parameters differ per example
+    np.testing.assert_allclose(
+        layer.bijector_from(layer(h)).forward(z0).numpy(), z0, rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        layer.distribution(h).log_prob(z0).numpy(),
+        gaussian_log_prob(z0, params["loc"], params["scale"]),
+        rtol=0,
+        atol=1e-12,
+    )
+    assert (
+        np.ptp(params["z0" if flow == "radial" else "w"], axis=1).min() > 0
+    )  # parameters differ per example
 
     def gradients():
         with tf.GradientTape() as tape:
             z = layer.bijector_from(layer(h)).forward(z0)
             loss = tf.reduce_sum(z * np.random.default_rng(9).normal(size=z0.shape))
-        return dict(zip((w.path for w in layer.weights), tape.gradient(loss, layer.weights)))
+        return dict(
+            zip((w.path for w in layer.weights), tape.gradient(loss, layer.weights), strict=True)
+        )
 
     zero_head = "u" if flow == "planar" else "b"
-    assert np.abs(gradients()[f"{layer.name}/{zero_head}/kernel"].numpy()).max() > 1e-3  # not a stationary point
-    if flow == "planar":  # with every flow head at zero instead, the maps would sit on a saddle and never move
+    assert (
+        np.abs(gradients()[f"{layer.name}/{zero_head}/kernel"].numpy()).max() > 1e-3
+    )  # not a stationary point
+    if (
+        flow == "planar"
+    ):  # with every flow head at zero instead, the maps would sit on a saddle and never move
         for head in layer.flow_heads.values():
             for weight in head.weights:
                 weight.assign(tf.zeros_like(weight))
-        flow_gradients = [g.numpy() for path, g in gradients().items() if path.split("/")[1] in layer.flow_heads]
+        flow_gradients = [
+            g.numpy() for path, g in gradients().items() if path.split("/")[1] in layer.flow_heads
+        ]
         assert len(flow_gradients) == 6 and all(np.all(g == 0) for g in flow_gradients)
 
 
@@ -236,32 +297,43 @@ def test_every_head_receives_a_gradient_off_the_identity():
     with tf.GradientTape() as tape:
         z, log_q = layer.distribution(h).experimental_sample_and_log_prob(seed=[1, 2])
         loss = tf.reduce_mean(log_q + 0.5 * tf.reduce_sum(z**2, -1))
-    for weight, grad in zip(layer.weights, tape.gradient(loss, layer.weights)):
+    for weight, grad in zip(layer.weights, tape.gradient(loss, layer.weights), strict=True):
         assert grad is not None and np.abs(grad.numpy()).min() > 0, weight.path
 
 
 def test_planar_w_head_starts_at_a_fifth_of_glorots_variance():
-    # VarianceScaling(0.2, fan_avg, uniform): U(-l, l) with l^2 = 3 * 0.2 * 2 / (fan_in + fan_out), variance l^2 / 3.
+    # VarianceScaling(0.2, fan_avg, uniform): U(-l, l) with l^2 = 3 * 0.2 * 2 / (fan_in + fan_out),
+    # variance l^2 / 3.
     keras.utils.set_random_seed(0)
     layer = AmortizedFlow(40, 10, flow="planar", dtype="float64")
     layer.build((None, 400))
     kernel = layer.flow_heads["w"].kernel.numpy()
     assert kernel.shape == (400, 400)
     variance = 0.2 * 2 / (400 + 400)
-    assert abs(kernel.var() - variance) < 0.02 * variance  # 160,000 draws: the sampling error is 0.4%
+    assert (
+        abs(kernel.var() - variance) < 0.02 * variance
+    )  # 160,000 draws: the sampling error is 0.4%
     assert np.abs(kernel).max() <= np.sqrt(3 * variance)
-    glorot = layer.flow_heads["b"].kernel.numpy()  # the other heads keep Glorot's, five times the variance
-    assert abs(glorot.var() * (400 + 10) / (kernel.var() * (400 + 400)) - 5) < 0.3  # 4,000 draws: 2% error
+    glorot = layer.flow_heads[
+        "b"
+    ].kernel.numpy()  # the other heads keep Glorot's, five times the variance
+    assert (
+        abs(glorot.var() * (400 + 10) / (kernel.var() * (400 + 400)) - 5) < 0.3
+    )  # 4,000 draws: 2% error
 
 
 def test_amortized_flow_config_round_trip_and_bad_arguments():
     layer = AmortizedFlow(event_size=4, num_layers=5, flow="radial", scale="exp", name="q")
     clone = AmortizedFlow.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config() and clone.num_layers == 5 and clone.scale == "exp"
-    for kwargs, match in [({"event_size": 0}, "event_size must be a positive integer, got 0"),
-                          ({"num_layers": -1}, "num_layers must be an integer >= 0, got -1"),
-                          ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial"),
-                          ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp")]:
+    assert (
+        clone.get_config() == layer.get_config() and clone.num_layers == 5 and clone.scale == "exp"
+    )
+    for kwargs, match in [
+        ({"event_size": 0}, "event_size must be a positive integer, got 0"),
+        ({"num_layers": -1}, "num_layers must be an integer >= 0, got -1"),
+        ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial"),
+        ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp"),
+    ]:
         with pytest.raises(ValueError, match=match):
             AmortizedFlow(**{"event_size": 2, "num_layers": 1, **kwargs})
     with pytest.raises(ValueError, match=r"features h must be \[B, H\], got shape \(2, 3, 4\)"):

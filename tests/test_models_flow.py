@@ -18,9 +18,18 @@ LOG_Z_U1 = 1.8775  # PAPER.md; test_targets checks it by independent quadrature
 
 def make(num_layers=2, flow="planar", target="U1", seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
-    model = tfnf.NormalizingFlow(event_size=2, num_layers=num_layers, flow=flow, target_log_prob=target,
-                                 seed=seed, dtype=kwargs.pop("dtype", "float64"), **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=kwargs.get("jit_compile", False))
+    model = tfnf.NormalizingFlow(
+        event_size=2,
+        num_layers=num_layers,
+        flow=flow,
+        target_log_prob=target,
+        seed=seed,
+        dtype=kwargs.pop("dtype", "float64"),
+        **kwargs,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), jit_compile=kwargs.get("jit_compile", False)
+    )
     return model
 
 
@@ -65,7 +74,9 @@ def test_training_u1_covers_both_modes():
     q = model.distribution
     before, _ = diagnostics.bound(q, targets.get("U1"), num_samples=20_000, seed=1)
     history = model.fit(steps=500, batch_size=512, verbose=0)
-    after, error = diagnostics.bound(model.distribution, targets.get("U1"), num_samples=20_000, seed=1)
+    after, error = diagnostics.bound(
+        model.distribution, targets.get("U1"), num_samples=20_000, seed=1
+    )
     assert after < before - 1.0
     assert history.history["bound"][-1] < history.history["bound"][0]
     # KL(q || p) exactly, by quadrature of q.log_prob (through the inverse) on a
@@ -82,8 +93,9 @@ def test_training_u1_covers_both_modes():
 def test_gaussian_target_is_matched_by_the_base_alone():
     # A Gaussian target is reached exactly (KL = 0) by the base's affine family;
     # with normalised log p the bound is KL itself.
-    target = tfd.MultivariateNormalDiag(loc=tf.constant([1.0, -2.0], tf.float64),
-                                        scale_diag=tf.constant([0.5, 1.5], tf.float64))
+    target = tfd.MultivariateNormalDiag(
+        loc=tf.constant([1.0, -2.0], tf.float64), scale_diag=tf.constant([0.5, 1.5], tf.float64)
+    )
     model = make(num_layers=2, target=target)
     model.compile(optimizer=keras.optimizers.Adam(3e-2))
     model.fit(steps=600, batch_size=512, verbose=0)
@@ -93,13 +105,15 @@ def test_gaussian_target_is_matched_by_the_base_alone():
 
 def test_every_trainable_weight_receives_a_gradient():
     model = make(num_layers=3)
-    model.fit(steps=2, batch_size=64, verbose=0)  # off the identity start, where b has no effect yet
+    model.fit(
+        steps=2, batch_size=64, verbose=0
+    )  # off the identity start, where b has no effect yet
     with tf.GradientTape() as tape:
         z, log_q = model.distribution.experimental_sample_and_log_prob(64, seed=[1, 2])
         loss, _ = tfnf.models.reverse_kl(log_q, targets.get("U1")(z))
     grads = tape.gradient(loss, model.trainable_variables)
     assert [tuple(v.shape) for v in model.trainable_variables] == [(2,), (2,), (3, 2), (3, 2), (3,)]
-    for v, g in zip(model.trainable_variables, grads):
+    for v, g in zip(model.trainable_variables, grads, strict=True):
         assert g is not None and np.all(np.abs(g.numpy()) > 0), v.path
 
 
@@ -112,13 +126,17 @@ def test_fixed_standard_normal_base_has_no_trainable_base_weights():
 
 def test_eager_graph_and_several_steps_per_execution_reach_the_same_weights():
     results = []
-    for options in ({"run_eagerly": True}, {"jit_compile": False}, {"jit_compile": False, "steps_per_execution": 3}):
+    for options in (
+        {"run_eagerly": True},
+        {"jit_compile": False},
+        {"jit_compile": False, "steps_per_execution": 3},
+    ):
         model = make(num_layers=2, seed=7)
         model.compile(optimizer=keras.optimizers.Adam(1e-2), **options)
         model.fit(steps=6, batch_size=128, verbose=0)
         results.append(weights(model))
     for other in results[1:]:
-        for a, b in zip(results[0], other):
+        for a, b in zip(results[0], other, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -137,9 +155,11 @@ def test_xla_execution_of_several_steps_matches_one_compiled_step_at_a_time():
             reference.reset_metrics()  # fit resets the trackers every epoch
         step(None)
     assert int(fused.optimizer.iterations) == 20
-    for a, b in zip(weights(fused), weights(reference)):
+    for a, b in zip(weights(fused), weights(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(history["loss"][-1], float(reference.loss_tracker.result()), rtol=1e-12)
+    np.testing.assert_allclose(
+        history["loss"][-1], float(reference.loss_tracker.result()), rtol=1e-12
+    )
     assert history["loss"][0] != history["loss"][-1]
     # The compiled loop itself: one call runs an execution's 5 steps and needs no data
     # (Keras' own train function would need an iterator).
@@ -154,7 +174,9 @@ def test_training_draws_carry_the_log_density_of_q(flow):
     model = make(num_layers=3, flow=flow)
     model.fit(steps=3, batch_size=64, verbose=0)  # off the identity start
     z, log_q = model.sample_and_log_prob(500, seed=[5, 6])
-    np.testing.assert_allclose(log_q.numpy(), model.distribution.log_prob(z).numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        log_q.numpy(), model.distribution.log_prob(z).numpy(), rtol=0, atol=1e-9
+    )
     z0, _ = model.base.sample_and_log_prob(500, seed=[5, 6])
     eps = tf.random.stateless_normal([500, 2], seed=[5, 6], dtype=tf.float64, alg="philox")
     base = model.base.distribution()
@@ -176,7 +198,7 @@ def test_eager_function_and_xla_agree_on_objective_and_gradients(flow):
 
     eager = objective()
     for compiled in (tf.function(objective), tf.function(objective, jit_compile=True)):
-        for a, b in zip(eager, compiled()):
+        for a, b in zip(eager, compiled(), strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
 
 
@@ -218,9 +240,11 @@ def test_save_and_load_round_trip_bit_for_bit(tmp_path):
     assert isinstance(loaded, tfnf.NormalizingFlow)
     assert loaded.get_config() == model.get_config()
     z = np.random.default_rng(0).normal(size=(100, 2)) * 3
-    np.testing.assert_array_equal(loaded.distribution.log_prob(z).numpy(), model.distribution.log_prob(z).numpy())
+    np.testing.assert_array_equal(
+        loaded.distribution.log_prob(z).numpy(), model.distribution.log_prob(z).numpy()
+    )
     assert loaded.target_log_prob is targets.get("U1")
-    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     loaded.fit(steps=2, batch_size=64, verbose=0)  # and it trains on
 
@@ -241,11 +265,18 @@ def test_early_stopping_checkpoint_and_backup_callbacks(tmp_path):
     model = make(num_layers=2)
     checkpoint = str(tmp_path / "best.keras")
     stop = keras.callbacks.EarlyStopping(monitor="bound", mode="min", min_delta=100.0, patience=1)
-    history = model.fit(steps=1000, steps_per_epoch=10, batch_size=64, verbose=0,
-                        callbacks=[stop, keras.callbacks.ModelCheckpoint(checkpoint)])
+    history = model.fit(
+        steps=1000,
+        steps_per_epoch=10,
+        batch_size=64,
+        verbose=0,
+        callbacks=[stop, keras.callbacks.ModelCheckpoint(checkpoint)],
+    )
     assert len(history.history["loss"]) == 2  # no epoch improves by 100 nats: stop after patience
-    np.testing.assert_array_equal(keras.models.load_model(checkpoint).distribution.log_prob([[0.5, 0.5]]),
-                                  model.distribution.log_prob([[0.5, 0.5]]))
+    np.testing.assert_array_equal(
+        keras.models.load_model(checkpoint).distribution.log_prob([[0.5, 0.5]]),
+        model.distribution.log_prob([[0.5, 0.5]]),
+    )
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -265,19 +296,31 @@ def test_backup_and_restore_resumes_to_the_uninterrupted_weights(tmp_path):
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     interrupted = make(num_layers=2, seed=3)
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(steps=40, steps_per_epoch=10, batch_size=64, verbose=0, callbacks=[backup, _Interrupt(1)])
+        interrupted.fit(
+            steps=40,
+            steps_per_epoch=10,
+            batch_size=64,
+            verbose=0,
+            callbacks=[backup, _Interrupt(1)],
+        )
     resumed = make(num_layers=2, seed=3)
-    history = resumed.fit(steps=40, steps_per_epoch=10, batch_size=64, verbose=0, callbacks=[backup])
+    history = resumed.fit(
+        steps=40, steps_per_epoch=10, batch_size=64, verbose=0, callbacks=[backup]
+    )
     assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
-    for a, b in zip(weights(straight), weights(resumed)):
+    for a, b in zip(weights(straight), weights(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def _poisoned_u1(model, bad_step):
     """U1, but NaN from optimizer step `bad_step` (0-based) on."""
+
     def log_prob(z):
-        poison = tf.where(model.optimizer.iterations >= bad_step, tf.constant(math.nan, z.dtype), 0.0)
+        poison = tf.where(
+            model.optimizer.iterations >= bad_step, tf.constant(math.nan, z.dtype), 0.0
+        )
         return targets.get("U1")(z) + poison
+
     return log_prob
 
 
@@ -291,10 +334,12 @@ def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_weights():
     model = make(num_layers=2)
     model.target_log_prob = _poisoned_u1(model, bad_step=3)
     snapshots = _Snapshots()
-    with pytest.raises(tfnf.NonFiniteLossError, match="training step 4: .* weights are those after step 3"):
+    with pytest.raises(
+        tfnf.NonFiniteLossError, match="training step 4: .* weights are those after step 3"
+    ):
         model.fit(steps=10, batch_size=32, verbose=0, callbacks=[snapshots])
     assert int(model.optimizer.iterations) == 3
-    for a, b in zip(weights(model), snapshots.last_good):
+    for a, b in zip(weights(model), snapshots.last_good, strict=True):
         np.testing.assert_array_equal(a, b)
     assert all(np.all(np.isfinite(w)) for w in weights(model))
 
@@ -304,12 +349,14 @@ def test_non_finite_loss_inside_a_multi_step_execution_keeps_the_last_good_weigh
     model.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=4, jit_compile=True)
     model.target_log_prob = _poisoned_u1(model, bad_step=5)
     reference = make(num_layers=2)
-    reference.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)  # XLA draws its own random numbers
+    reference.compile(
+        optimizer=keras.optimizers.Adam(1e-2), jit_compile=True
+    )  # XLA draws its own random numbers
     reference.fit(steps=5, batch_size=32, verbose=0)
     with pytest.raises(tfnf.NonFiniteLossError, match="training step 6"):
         model.fit(steps=12, batch_size=32, verbose=0)
     assert int(model.optimizer.iterations) == 5
-    for a, b in zip(weights(model), weights(reference)):
+    for a, b in zip(weights(model), weights(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
@@ -321,22 +368,48 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
     assert int(model.optimizer.iterations) == 2
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
-    ({"num_layers": 2.5}, ValueError, "num_layers must be an integer >= 0, got 2.5"),
-    ({"base": "cholesky"}, ValueError, "base must be one of diagonal, full_rank, got 'cholesky'"),
-    ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
-    ({"flow": "sylvester"}, ValueError, "Unknown flow 'sylvester'; known flows: nice, planar, radial"),
-    ({"target_log_prob": "U7"}, ValueError, "Unknown target 'U7'; known targets: U1, U2, U3, U4"),
-    ({"event_size": 3}, ValueError, "U1 is defined for event_size 2"),
-    ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(3, 2\), expected \(3,\)"),
-    ({"target_log_prob": lambda z: tf.reduce_sum(z)}, ValueError, r"returned shape \(\), expected \(3,\)"),
-    ({"target_log_prob": lambda z: tf.zeros(tf.shape(z)[:-1], tf.int32)}, TypeError, "floating log-densities"),
-    ({"target_log_prob": tfd.MultivariateNormalDiag(loc=[0.0, 0.0, 0.0])}, ValueError,
-     r"event_shape \(3,\) does not match event_size=2"),
-    ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
-    ({"dtype": "mixed_float16"}, TypeError, "dtype must be float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
+        ({"num_layers": 2.5}, ValueError, "num_layers must be an integer >= 0, got 2.5"),
+        (
+            {"base": "cholesky"},
+            ValueError,
+            "base must be one of diagonal, full_rank, got 'cholesky'",
+        ),
+        ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
+        (
+            {"flow": "sylvester"},
+            ValueError,
+            "Unknown flow 'sylvester'; known flows: nice, planar, radial",
+        ),
+        (
+            {"target_log_prob": "U7"},
+            ValueError,
+            "Unknown target 'U7'; known targets: U1, U2, U3, U4",
+        ),
+        ({"event_size": 3}, ValueError, "U1 is defined for event_size 2"),
+        ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(3, 2\), expected \(3,\)"),
+        (
+            {"target_log_prob": lambda z: tf.reduce_sum(z)},
+            ValueError,
+            r"returned shape \(\), expected \(3,\)",
+        ),
+        (
+            {"target_log_prob": lambda z: tf.zeros(tf.shape(z)[:-1], tf.int32)},
+            TypeError,
+            "floating log-densities",
+        ),
+        (
+            {"target_log_prob": tfd.MultivariateNormalDiag(loc=[0.0, 0.0, 0.0])},
+            ValueError,
+            r"event_shape \(3,\) does not match event_size=2",
+        ),
+        ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
+        ({"dtype": "mixed_float16"}, TypeError, "dtype must be float32 or float64"),
+    ],
+)
 def test_bad_input_is_named(kwargs, error, match):
     arguments = {"event_size": 2, "num_layers": 2, "target_log_prob": "U1", **kwargs}
     with pytest.raises(error, match=match):
@@ -350,7 +423,10 @@ def test_fit_refuses_data_and_bad_batch_sizes():
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         model.fit(steps=1, batch_size=0)
     model.compile(optimizer="adam", steps_per_execution=3)
-    with pytest.raises(ValueError, match=r"steps_per_epoch \(5\) must be a multiple of the compiled steps_per_execution \(3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"steps_per_epoch \(5\) must be a multiple of the compiled steps_per_execution \(3\)",
+    ):
         model.fit(steps=5, batch_size=8)
     uncompiled = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U1")
     with pytest.raises(ValueError, match="compile"):
@@ -359,8 +435,15 @@ def test_fit_refuses_data_and_bad_batch_sizes():
 
 @pytest.mark.parametrize("decay", [True, False])
 def test_fit_flow_decays_the_rate_along_a_cosine_over_exactly_the_steps_run(decay):
-    model = tfnf.models.fit_flow("U1", num_layers=1, steps=25, batch_size=32, steps_per_execution=10,
-                                 learning_rate=0.02, decay=decay)
+    model = tfnf.models.fit_flow(
+        "U1",
+        num_layers=1,
+        steps=25,
+        batch_size=32,
+        steps_per_execution=10,
+        learning_rate=0.02,
+        decay=decay,
+    )
     assert int(model.optimizer.iterations) == 30  # rounded up to whole executions
     rate = model.optimizer._learning_rate
     for t in (0, 15, 30):  # 0.02 (alpha + (1 - alpha)(1 + cos(pi t / T)) / 2), alpha = 0.1, T = 30

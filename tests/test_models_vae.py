@@ -33,10 +33,19 @@ tfb, tfd = tfp.bijectors, tfp.distributions
 
 # -- helpers ----------------------------------------------------------------
 
+
 def vae(num_layers=2, flow="planar", seed=0, data_size=12, latent_size=2, hidden_units=6, **kwargs):
     keras.utils.set_random_seed(seed)
-    model = FlowVAE(latent_size=latent_size, hidden_units=hidden_units, num_layers=num_layers, flow=flow,
-                    data_size=data_size, seed=seed, dtype=kwargs.pop("dtype", "float64"), **kwargs)
+    model = FlowVAE(
+        latent_size=latent_size,
+        hidden_units=hidden_units,
+        num_layers=num_layers,
+        flow=flow,
+        data_size=data_size,
+        seed=seed,
+        dtype=kwargs.pop("dtype", "float64"),
+        **kwargs,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
     return model
 
@@ -57,6 +66,7 @@ def binary_images(n, size, seed=0, prototypes=2, flip=0.05):
 
 # -- FlowVAE ----------------------------------------------------------------
 
+
 def test_reported_elbo_terms_equal_a_numpy_recomputation():
     model = vae(num_layers=2, hidden_layers=2, maxout_pieces=3, anneal=True, seed=5)
     randomise_posterior(model)
@@ -67,20 +77,34 @@ def test_reported_elbo_terms_equal_a_numpy_recomputation():
         h = maxout(h, layer)
     params = head_parameters(model.posterior_layer, h)
     for name, value in model.posterior_parameters(x).items():
-        np.testing.assert_allclose(value.numpy(), params[name], rtol=1e-10, atol=1e-12, err_msg=name)
-    # the sample the first step draws, seed (seed, 0); its log q by per-example chains, the rest in numpy
-    z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[5, 0])[0].numpy()
-    log_q = np.array([per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
-                      for i in range(8)])
+        np.testing.assert_allclose(
+            value.numpy(), params[name], rtol=1e-10, atol=1e-12, err_msg=name
+        )
+    # the sample the first step draws, seed (seed, 0); its log q by per-example chains, the rest in
+    # numpy
+    z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[5, 0])[
+        0
+    ].numpy()
+    log_q = np.array(
+        [
+            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
+            for i in range(8)
+        ]
+    )
     log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))
     log_pz = gaussian_log_prob(z, 0.0, 1.0)
-    expected = {"elbo": np.mean(log_px_z + log_pz - log_q), "reconstruction": np.mean(log_px_z),
-                "kl": np.mean(log_q - log_pz)}
+    expected = {
+        "elbo": np.mean(log_px_z + log_pz - log_q),
+        "reconstruction": np.mean(log_px_z),
+        "kl": np.mean(log_q - log_pz),
+    }
     assert abs(expected["kl"]) > 0.1 and abs(expected["reconstruction"]) > 1.0
 
     evaluated = model.evaluate(x, batch_size=8, return_dict=True, verbose=0)  # beta = 1
     for name in ("elbo", "reconstruction", "kl"):
-        assert evaluated[name] == pytest.approx(expected[name], rel=1e-6), name  # Keras metrics are float32
+        assert evaluated[name] == pytest.approx(expected[name], rel=1e-6), (
+            name
+        )  # Keras metrics are float32
     assert evaluated["loss"] == pytest.approx(-expected["elbo"], rel=1e-6)
 
     model.reset_metrics()
@@ -99,26 +123,31 @@ def test_with_maps_at_the_identity_the_model_equals_the_diagonal_gaussian_dlgm()
     x = binary_images(10, 12, seed=2)
     terms_gaussian = gaussian.log_weight_terms(x, seed=[7, 8])
     terms_flow = flow.log_weight_terms(x, seed=[7, 8])
-    for a, b in zip(terms_gaussian, terms_flow):
+    for a, b in zip(terms_gaussian, terms_flow, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("num_layers", [0, 2])
 def test_importance_sampled_likelihood_matches_quadrature_over_z(num_layers):
-    model = vae(num_layers=num_layers, latent_size=1, data_size=6, hidden_units=4, maxout_pieces=2, seed=6)
+    model = vae(
+        num_layers=num_layers, latent_size=1, data_size=6, hidden_units=4, maxout_pieces=2, seed=6
+    )
     rng = np.random.default_rng(3)
     for weight in model.decoder.weights:  # a decoder with a say, so the posterior is not the prior
         weight.assign(rng.normal(size=weight.shape))
     x = (np.random.default_rng(4).random((4, 6)) < 0.5).astype("float32")
     dz = 1e-3
     grid = np.arange(-12.0, 12.0 + dz / 2, dz)[:, None]  # p(x) = integral of p(x | z) N(z; 0, 1) dz
-    log_joint = bernoulli_log_prob(x[:, None, :], decoder_logits(model, grid)[None]) + gaussian_log_prob(grid, 0, 1)
+    log_joint = bernoulli_log_prob(
+        x[:, None, :], decoder_logits(model, grid)[None]
+    ) + gaussian_log_prob(grid, 0, 1)
     log_px = logsumexp(log_joint, axis=1) + math.log(dz)
     posterior = np.exp(log_joint - log_px[:, None]) * dz
     mean = posterior @ grid[:, 0]
     sd = np.sqrt(posterior @ grid[:, 0] ** 2 - mean**2)
-    # A proposal near each posterior, 1.5 times wider so the weights have a finite variance: the base heads
-    # solved for loc = mean and scale = 1.5 sd at these 4 images; the maps a little off the identity.
+    # A proposal near each posterior, 1.5 times wider so the weights have a finite variance: the
+    # base heads solved for loc = mean and scale = 1.5 sd at these 4 images; the maps a little off
+    # the identity.
     h = x.astype(np.float64)
     for layer in model.encoder.layers:
         h = maxout(h, layer)
@@ -133,20 +162,39 @@ def test_importance_sampled_likelihood_matches_quadrature_over_z(num_layers):
             weight.assign(0.2 * rng.normal(size=weight.shape))
 
     # 3 + 1 images; 6 chunks of 3334 samples, trimmed to 20,000
-    estimate = negative_log_likelihood(model, x, num_samples=20_000, batch_size=3, samples_per_chunk=3500, seed=1,
-                                       jit_compile=False)
-    np.testing.assert_allclose(estimate.per_image, -log_px, rtol=0, atol=0.05)  # about 4 standard errors
+    estimate = negative_log_likelihood(
+        model,
+        x,
+        num_samples=20_000,
+        batch_size=3,
+        samples_per_chunk=3500,
+        seed=1,
+        jit_compile=False,
+    )
+    np.testing.assert_allclose(
+        estimate.per_image, -log_px, rtol=0, atol=0.05
+    )  # about 4 standard errors
     assert estimate.mean == pytest.approx(-log_px.mean(), abs=0.03)
-    assert estimate.standard_error == pytest.approx(np.std(estimate.per_image, ddof=1) / 2.0, rel=1e-12)
-    elbo = model.evaluate(np.tile(x, (500, 1)), batch_size=2000, return_dict=True, verbose=0)["elbo"]
-    assert -elbo > -log_px.mean() + 0.1  # the ELBO of this q is looser by far than the estimate's error
+    assert estimate.standard_error == pytest.approx(
+        np.std(estimate.per_image, ddof=1) / 2.0, rel=1e-12
+    )
+    elbo = model.evaluate(np.tile(x, (500, 1)), batch_size=2000, return_dict=True, verbose=0)[
+        "elbo"
+    ]
+    assert (
+        -elbo > -log_px.mean() + 0.1
+    )  # the ELBO of this q is looser by far than the estimate's error
 
 
 def test_fit_on_mnist_lowers_the_negative_elbo_and_the_likelihood_estimate(mnist_subset_path):
     keras.utils.set_random_seed(0)
-    model = FlowVAE(latent_size=2, hidden_units=16, num_layers=2, seed=0)  # 784 pixels, XLA: the defaults
+    model = FlowVAE(
+        latent_size=2, hidden_units=16, num_layers=2, seed=0
+    )  # 784 pixels, XLA: the defaults
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    dataset = tfnf.datasets.binarized_mnist("train", mnist_subset_path).take(256).batch(32)  # batch unknown when traced
+    dataset = (
+        tfnf.datasets.binarized_mnist("train", mnist_subset_path).take(256).batch(32)
+    )  # batch unknown when traced
     x_test = tfnf.datasets.load_binarized_mnist("test", mnist_subset_path)[:100]
     before = model.evaluate(x_test, batch_size=100, return_dict=True, verbose=0)
     history = model.fit(dataset, epochs=8, verbose=0).history
@@ -155,7 +203,9 @@ def test_fit_on_mnist_lowers_the_negative_elbo_and_the_likelihood_estimate(mnist
     assert sorted(history) == ["elbo", "kl", "loss", "reconstruction"]
     assert int(model.optimizer.iterations) == 64
     assert history["loss"][-1] < history["loss"][0] - 50.0
-    assert before["loss"] > 500.0 and after["loss"] < 300.0  # from near 784 ln 2 = 543 nats per image
+    assert (
+        before["loss"] > 500.0 and after["loss"] < 300.0
+    )  # from near 784 ln 2 = 543 nats per image
     assert after["elbo"] == pytest.approx(after["reconstruction"] - after["kl"], rel=1e-5)
     # E ln p_S(x) >= ELBO: the importance-sampled -ln p(x) is below -ELBO on the same images
     assert nll.mean < after["loss"] - 1.0
@@ -169,12 +219,15 @@ def test_save_and_load_give_the_same_elbo_on_fixed_seeds(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, FlowVAE) and loaded.get_config() == model.get_config()
-    for a, b in zip(weights(loaded), weights(model)):
+    for a, b in zip(weights(loaded), weights(model), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(loaded.log_weight_terms(x, seed=[1, 2]), model.log_weight_terms(x, seed=[1, 2])):
+    for a, b in zip(
+        loaded.log_weight_terms(x, seed=[1, 2]), model.log_weight_terms(x, seed=[1, 2]), strict=True
+    ):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert loaded.evaluate(x, batch_size=64, return_dict=True, verbose=0) == \
-        model.evaluate(x, batch_size=64, return_dict=True, verbose=0)
+    assert loaded.evaluate(x, batch_size=64, return_dict=True, verbose=0) == model.evaluate(
+        x, batch_size=64, return_dict=True, verbose=0
+    )
     loaded.fit(x, batch_size=16, epochs=1, verbose=0)  # and it trains on
     assert int(loaded.optimizer.iterations) == 8
 
@@ -190,22 +243,27 @@ def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_weights():
     x = binary_images(64, 12, seed=7)
     x[27, 3] = np.nan  # in batch 3 (0-based) of 8 images
     snapshots = _Snapshots()
-    with pytest.raises(tfnf.NonFiniteLossError, match="training step 4: .* weights are those after step 3"):
+    with pytest.raises(
+        tfnf.NonFiniteLossError, match="training step 4: .* weights are those after step 3"
+    ):
         model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[snapshots])
     assert int(model.optimizer.iterations) == 3
-    for a, b in zip(weights(model), snapshots.last_good):
+    for a, b in zip(weights(model), snapshots.last_good, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"latent_size": 0}, ValueError, "latent_size must be a positive integer, got 0"),
-    ({"hidden_units": 2.5}, ValueError, "hidden_units must be a positive integer, got 2.5"),
-    ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
-    ({"data_size": True}, ValueError, "data_size must be a positive integer, got True"),
-    ({"maxout_pieces": 0}, ValueError, "maxout_pieces must be a positive integer, got 0"),
-    ({"flow": "nice"}, ValueError, "unknown flow 'nice'; amortised flows: planar, radial"),
-    ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"latent_size": 0}, ValueError, "latent_size must be a positive integer, got 0"),
+        ({"hidden_units": 2.5}, ValueError, "hidden_units must be a positive integer, got 2.5"),
+        ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
+        ({"data_size": True}, ValueError, "data_size must be a positive integer, got True"),
+        ({"maxout_pieces": 0}, ValueError, "maxout_pieces must be a positive integer, got 0"),
+        ({"flow": "nice"}, ValueError, "unknown flow 'nice'; amortised flows: planar, radial"),
+        ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         FlowVAE(**{"latent_size": 2, "hidden_units": 4, "data_size": 8, **kwargs})
@@ -213,13 +271,19 @@ def test_bad_arguments_are_named(kwargs, error, match):
 
 def test_bad_data_is_named():
     model = vae(num_layers=1)
-    with pytest.raises(ValueError, match=r"data_size=12 pixels, shape \[B, 12\]; got shape \(10, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"data_size=12 pixels, shape \[B, 12\]; got shape \(10, 5\)"
+    ):
         model.fit(np.zeros((10, 5), "float32"), verbose=0)
     with pytest.raises(ValueError, match=r"got shape \(None, 3\)"):
-        model.evaluate(tf.data.Dataset.from_tensor_slices(np.zeros((4, 3), "float32")).batch(2), verbose=0)
+        model.evaluate(
+            tf.data.Dataset.from_tensor_slices(np.zeros((4, 3), "float32")).batch(2), verbose=0
+        )
     with pytest.raises(ValueError, match="num_samples must be a positive integer, got 0"):
         negative_log_likelihood(model, np.zeros((2, 12)), num_samples=0)
-    with pytest.raises(ValueError, match=r"images must be \[N, 12\] with N >= 1, got shape \(2, 13\)"):
+    with pytest.raises(
+        ValueError, match=r"images must be \[N, 12\] with N >= 1, got shape \(2, 13\)"
+    ):
         negative_log_likelihood(model, np.zeros((2, 13)))
 
 

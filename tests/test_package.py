@@ -33,8 +33,12 @@ def import_time_imports(path: Path, known: set) -> set:
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.If, ast.Try)):
-            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", []),
-                     *[n for handler in getattr(node, "handlers", []) for n in handler.body]]
+            todo += [
+                *node.body,
+                *node.orelse,
+                *getattr(node, "finalbody", []),
+                *[n for handler in getattr(node, "handlers", []) for n in handler.body],
+            ]
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name in known}
         elif isinstance(node, ast.ImportFrom) and node.module in known:
@@ -51,7 +55,7 @@ def cycle(graph: dict):
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                return path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
             if nxt not in state and (found := visit(nxt, [*path, nxt])):
                 return found
         state[node] = "done"
@@ -71,14 +75,19 @@ def test_the_cycle_finder_finds_a_circle():
 def test_no_module_imports_one_that_imports_it_back():
     files = module_files()
     graph = {name: import_time_imports(path, set(files)) for name, path in files.items()}
-    assert graph["tfnf.models.vae"] >= {"tfnf.models.training", "tfnf.layers"}  # the parser sees imports
+    assert graph["tfnf.models.vae"] >= {
+        "tfnf.models.training",
+        "tfnf.layers",
+    }  # the parser sees imports
     assert cycle(graph) is None, " -> ".join(cycle(graph))
     # Nothing below the top imports the top package's own names, which import everything.
     assert not [name for name, imports in graph.items() if "tfnf" in imports]
 
 
 def public_modules() -> list:
-    return [name for name in module_files() if not any(part.startswith("_") for part in name.split("."))]
+    return [
+        name for name in module_files() if not any(part.startswith("_") for part in name.split("."))
+    ]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -90,7 +99,9 @@ def test_every_public_name_has_one_home_and_no_two_classes_share_a_name():
         for public in module.__all__:
             value = getattr(module, public)  # every listed name resolves
             defined_in = getattr(value, "__module__", None)
-            if not (inspect.isclass(value) or inspect.isfunction(value)) or not defined_in.startswith("tfnf"):
+            if not (
+                inspect.isclass(value) or inspect.isfunction(value)
+            ) or not defined_in.startswith("tfnf"):
                 continue
             if name not in GATHERERS:
                 assert defined_in == name, f"{name} lists {public}, which lives in {defined_in}"

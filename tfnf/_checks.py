@@ -6,7 +6,7 @@ __all__ = ["positive_int"]
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
-    """`value` as an int if it is an integer >= `minimum` (1 by default); else a ValueError naming `name`.
+    """`value` as an int if it is an integer >= `minimum` (default 1); else a ValueError naming it.
 
     Any integral number passes (`int`, `numpy.int64`, ...); `bool`, floats and strings do not.
     """

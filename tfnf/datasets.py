@@ -1,13 +1,17 @@
-"""Binarised MNIST with the fixed binarisation of Larochelle & Murray: arrays and tf.data pipelines, no models.
+"""Binarised MNIST (the fixed binarisation of Larochelle & Murray): arrays and tf.data, no models.
 
 A split is found, in order: at `path`; in the directory named by the environment variable
 `TFNF_DATA_DIR`; in the cache (`cache_dir`, default `$KERAS_HOME/datasets/binarized_mnist`, i.e.
-`~/.keras/datasets/binarized_mnist`), where it is downloaded once from `ORIGIN` when `download=True`.
-A downloaded `.amat` is checked against `SHA256`, parsed once and kept as `binarized_mnist_{split}.npy`.
+`~/.keras/datasets/binarized_mnist`), where it is downloaded once from `ORIGIN` when
+`download=True`.
+A downloaded `.amat` is checked against `SHA256`, parsed once and kept as
+`binarized_mnist_{split}.npy`.
 
 References:
-    Larochelle & Murray, "The Neural Autoregressive Distribution Estimator", AISTATS 2011 (the data).
-    Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015 (its MNIST experiments).
+    Larochelle & Murray, "The Neural Autoregressive Distribution Estimator", AISTATS 2011 (the
+    data).
+    Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015 (its MNIST
+    experiments).
 """
 
 import hashlib
@@ -37,17 +41,24 @@ SHA256 = {
 _NPZ_NAME = "binarized_mnist.npz"
 
 
-def load_binarized_mnist(split: str = "train", path: str | os.PathLike | None = None, *, download: bool = True,
-                         cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """One split of binarised MNIST as an array x [N, 784] of uint8 in {0, 1} (N = 50000, 10000, 10000).
+def load_binarized_mnist(
+    split: str = "train",
+    path: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """One split of binarised MNIST: x [N, 784] of uint8 in {0, 1} (N = 50000, 10000, 10000).
 
     Arguments:
         split: "train", "valid" or "test".
         path: a `.npz` with arrays train/valid/test, a `.amat` or `.npy` holding this split, or a
             directory holding `binarized_mnist.npz` or `binarized_mnist_{split}.{npy,amat}`.
             When given, nothing else is searched.
-        download: fetch `ORIGIN + binarized_mnist_{split}.amat` into the cache when it is found nowhere.
-        cache_dir: the cache directory; default `$KERAS_HOME/datasets/binarized_mnist` (`~/.keras/...`).
+        download: fetch `ORIGIN + binarized_mnist_{split}.amat` into the cache when it is found
+            nowhere.
+        cache_dir: the cache directory; default `$KERAS_HOME/datasets/binarized_mnist`
+            (`~/.keras/...`).
     """
     _check_split(split)
     if path is not None:
@@ -59,7 +70,9 @@ def load_binarized_mnist(split: str = "train", path: str | os.PathLike | None = 
         found = _find_in_dir(env_dir, split)
         if found is not None:
             return _read(found, split)
-        searched.append(f"{DATA_DIR_ENV}={env}" + ("" if env_dir.is_dir() else " (no such directory)"))
+        searched.append(
+            f"{DATA_DIR_ENV}={env}" + ("" if env_dir.is_dir() else " (no such directory)")
+        )
     else:
         searched.append(f"{DATA_DIR_ENV} (not set)")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
@@ -72,9 +85,14 @@ def load_binarized_mnist(split: str = "train", path: str | os.PathLike | None = 
     return _download(split, cache, searched)
 
 
-def binarized_mnist(split: str = "train", path: str | os.PathLike | None = None, *, download: bool = True,
-                    cache_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
-    """The split as a tf.data.Dataset of float32 vectors x [784] in {0, 1}, in file order, unbatched.
+def binarized_mnist(
+    split: str = "train",
+    path: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tf.data.Dataset:
+    """The split as a tf.data.Dataset of float32 x [784] in {0, 1}, in file order, unbatched.
 
     Arguments are those of `load_binarized_mnist`; shuffle and batch the result yourself.
     """
@@ -86,7 +104,10 @@ def binarized_mnist(split: str = "train", path: str | os.PathLike | None = None,
 
 def _check_split(split) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not a binarised MNIST split; use one of {', '.join(map(repr, SPLITS))}")
+        raise ValueError(
+            f"split={split!r} is not a binarised MNIST split; use one of "
+            f"{', '.join(map(repr, SPLITS))}"
+        )
 
 
 def _amat_name(split: str) -> str:
@@ -99,7 +120,11 @@ def _url(split: str) -> str:
 
 def _default_cache_dir() -> Path:
     # Read at call time (keras reads KERAS_HOME once, at import).
-    return Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "datasets" / "binarized_mnist"
+    return (
+        Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser()
+        / "datasets"
+        / "binarized_mnist"
+    )
 
 
 def _candidates(split: str) -> list[str]:
@@ -119,14 +144,18 @@ def _resolve_path(path: Path, split: str) -> Path:
         found = _find_in_dir(path, split)
         if found is None:
             raise FileNotFoundError(
-                f"path={str(path)!r} is a directory holding none of {', '.join(_candidates(split))}; "
-                f"download {_url(split)} into it, or pass path= the file itself")
+                f"path={str(path)!r} is a directory holding none of "
+                f"{', '.join(_candidates(split))}; "
+                f"download {_url(split)} into it, or pass path= the file itself"
+            )
         return found
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r}: no such file or directory")
     for other in SPLITS:
         if other != split and path.name in (_amat_name(other), f"binarized_mnist_{other}.npy"):
-            raise ValueError(f"path={str(path)!r} holds the {other!r} split but split={split!r} was asked for")
+            raise ValueError(
+                f"path={str(path)!r} holds the {other!r} split but split={split!r} was asked for"
+            )
     return path
 
 
@@ -136,13 +165,19 @@ def _read(file: Path, split: str) -> np.ndarray:
     if suffix == ".npz":
         with np.load(file) as archive:
             if split not in archive.files:
-                raise ValueError(f"{file} has no array {split!r}; it holds {archive.files}, expected {list(SPLITS)}")
+                raise ValueError(
+                    f"{file} has no array {split!r}; it holds {archive.files}, expected "
+                    f"{list(SPLITS)}"
+                )
             return _checked(archive[split], f"{file}[{split!r}]")
     if suffix == ".npy":
         return _checked(np.load(file), str(file))
     if suffix == ".amat":
         return _checked(_parse_amat(file), str(file))
-    raise ValueError(f"path={str(file)!r} has suffix {file.suffix!r}; expected a .npz, .npy or .amat file or a directory")
+    raise ValueError(
+        f"path={str(file)!r} has suffix {file.suffix!r}; expected a .npz, .npy or .amat file or a "
+        "directory"
+    )
 
 
 def _parse_amat(file: Path) -> np.ndarray:
@@ -162,19 +197,28 @@ def _parse_amat(file: Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # an empty file warns; the shape check below names it
             return np.loadtxt(file, dtype=np.uint8, ndmin=2, comments=None)
     except ValueError as e:
-        raise ValueError(f"{file} is not a binarised MNIST .amat file (one image a line, 784 values 0/1): {e}") from e
+        raise ValueError(
+            f"{file} is not a binarised MNIST .amat file (one image a line, 784 values 0/1): {e}"
+        ) from e
 
 
 def _checked(x: np.ndarray, source: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != NUM_PIXELS:
-        raise ValueError(f"{source}: expected images as an array [N, {NUM_PIXELS}] with N >= 1, got shape {x.shape}")
+        raise ValueError(
+            f"{source}: expected images as an array [N, {NUM_PIXELS}] with N >= 1, got shape "
+            f"{x.shape}"
+        )
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{source}: expected 0/1 numbers, got dtype {x.dtype}")
-    if x.dtype.kind == "f" or x.min() < 0 or x.max() > 1:  # min/max: 30x faster than the mask for integers
+    if (
+        x.dtype.kind == "f" or x.min() < 0 or x.max() > 1
+    ):  # min/max: 30x faster than the mask for integers
         bad = (x != 0) & (x != 1)
         if bad.any():
-            raise ValueError(f"{source}: values must be 0 or 1; found {np.unique(x[bad])[:5].tolist()} "
-                             f"in {int(bad.any(axis=1).sum())} rows")
+            raise ValueError(
+                f"{source}: values must be 0 or 1; found {np.unique(x[bad])[:5].tolist()} "
+                f"in {int(bad.any(axis=1).sum())} rows"
+            )
     return x.astype(np.uint8, copy=False)
 
 
@@ -192,17 +236,25 @@ def _download(split: str, cache: Path, searched: list[str]) -> np.ndarray:
     cache = cache.resolve()
     # An absolute cache_subdir is used as is; keras would otherwise move an unwritable or
     # not-yet-existing cache_dir to /tmp/.keras without a word. The hash is checked here, not by
-    # get_file(file_hash=...), because keras raises on a mismatch but leaves the bad file in the cache.
+    # get_file(file_hash=...), because keras raises on a mismatch but leaves the bad file in the
+    # cache.
     try:
         amat = Path(keras.utils.get_file(name, origin=url, cache_subdir=str(cache)))
-    except Exception as e:  # keras re-raises urllib's errors as bare Exception; it removes the partial file
-        raise FileNotFoundError(_not_found(split, searched, f"the download of {url} failed ({e})")) from e
+    except (
+        Exception
+    ) as e:  # keras re-raises urllib's errors as bare Exception; it removes the partial file
+        raise FileNotFoundError(
+            _not_found(split, searched, f"the download of {url} failed ({e})")
+        ) from e
     actual = _sha256(amat)
     if actual != SHA256[split]:
         amat.unlink()
-        raise ValueError(f"the download of {url} has SHA-256 {actual}, expected SHA256[{split!r}] = {SHA256[split]}; "
-                         f"the file was removed from {cache}. Try again, or obtain the file another way and "
-                         f"pass path= or set {DATA_DIR_ENV}")
+        raise ValueError(
+            f"the download of {url} has SHA-256 {actual}, expected SHA256[{split!r}] = "
+            f"{SHA256[split]}; "
+            f"the file was removed from {cache}. Try again, or obtain the file another way and "
+            f"pass path= or set {DATA_DIR_ENV}"
+        )
     x = _checked(_parse_amat(amat), str(amat))
     npy = cache / f"binarized_mnist_{split}.npy"
     partial = cache / f".{npy.name}.partial"
@@ -215,7 +267,11 @@ def _download(split: str, cache: Path, searched: list[str]) -> np.ndarray:
 
 def _not_found(split: str, searched: list[str], why: str) -> str:
     url = _url(split)
-    return (f"binarised MNIST split {split!r} not found: looked for {', '.join(_candidates(split))} in "
-            f"{' and '.join(searched)}, and {why}. To obtain it: call with download=True (fetches {url} once "
-            f"into the cache), or download {url} yourself and pass path= that file or its directory, or put it "
-            f"in a directory named by the environment variable {DATA_DIR_ENV}")
+    return (
+        f"binarised MNIST split {split!r} not found: looked for {', '.join(_candidates(split))} in "
+        f"{' and '.join(searched)}, and {why}. To obtain it: call with download=True (fetches "
+        f"{url} once "
+        f"into the cache), or download {url} yourself and pass path= that file or its directory, "
+        "or put it "
+        f"in a directory named by the environment variable {DATA_DIR_ENV}"
+    )

@@ -6,17 +6,29 @@ References:
 """
 
 import math
-from typing import Callable, NamedTuple, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["bound", "grid_2d", "log_normalizer_2d", "kl_2d", "importance_log_normalizer", "ImportanceEstimate"]
+__all__ = [
+    "bound",
+    "grid_2d",
+    "log_normalizer_2d",
+    "kl_2d",
+    "importance_log_normalizer",
+    "ImportanceEstimate",
+]
 
 
-def bound(q: tfp.distributions.Distribution, target_log_prob: Callable, num_samples: int = 100_000,
-          seed=None) -> Tuple[float, float]:
+def bound(
+    q: tfp.distributions.Distribution,
+    target_log_prob: Callable,
+    num_samples: int = 100_000,
+    seed=None,
+) -> tuple[float, float]:
     """Monte Carlo estimate of E_q[log q(z) - log p~(z)] and its standard error.
 
     Arguments:
@@ -31,7 +43,7 @@ def bound(q: tfp.distributions.Distribution, target_log_prob: Callable, num_samp
     return float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(num_samples))
 
 
-def grid_2d(extent: Sequence[float], num: int, dtype=np.float64) -> Tuple[np.ndarray, float]:
+def grid_2d(extent: Sequence[float], num: int, dtype=np.float64) -> tuple[np.ndarray, float]:
     """Cell centres of a num x num grid over the square [lo, hi]^2.
 
     Returns:
@@ -44,7 +56,9 @@ def grid_2d(extent: Sequence[float], num: int, dtype=np.float64) -> Tuple[np.nda
     return np.stack([z1, z2], axis=-1).astype(dtype), width * width
 
 
-def log_normalizer_2d(log_prob: Callable, extent: Sequence[float] = (-6.0, 6.0), num: int = 1000) -> float:
+def log_normalizer_2d(
+    log_prob: Callable, extent: Sequence[float] = (-6.0, 6.0), num: int = 1000
+) -> float:
     """ln of the integral of exp(log_prob) over a square, by the midpoint rule in log space.
 
     Arguments:
@@ -56,9 +70,13 @@ def log_normalizer_2d(log_prob: Callable, extent: Sequence[float] = (-6.0, 6.0),
     return float(tf.reduce_logsumexp(values)) + math.log(area)
 
 
-def kl_2d(q: tfp.distributions.Distribution, target_log_prob: Callable, extent: Sequence[float] = (-6.0, 6.0),
-          num: int = 400) -> Tuple[float, float]:
-    """KL(q_B || p_B) by midpoint quadrature, q and p restricted to the square B and renormalised there.
+def kl_2d(
+    q: tfp.distributions.Distribution,
+    target_log_prob: Callable,
+    extent: Sequence[float] = (-6.0, 6.0),
+    num: int = 400,
+) -> tuple[float, float]:
+    """KL(q_B || p_B) by midpoint quadrature, q and p restricted to the square B, renormalised.
 
     When B holds essentially all the mass of both (U1 on (-6, 6)^2) this is the
     exact KL(q || p), with ln Z by the same quadrature. For U2..U4, which are not
@@ -85,8 +103,12 @@ class ImportanceEstimate(NamedTuple):
     ess: float  # effective sample size, as a fraction of the samples
 
 
-def importance_log_normalizer(q: tfp.distributions.Distribution, target_log_prob: Callable,
-                              num_samples: int = 100_000, seed=None) -> ImportanceEstimate:
+def importance_log_normalizer(
+    q: tfp.distributions.Distribution,
+    target_log_prob: Callable,
+    num_samples: int = 100_000,
+    seed=None,
+) -> ImportanceEstimate:
     """ln Z by importance sampling with q as the proposal, and q's effective sample size.
 
     w_i = p~(z_i) / q(z_i); Z ~ mean(w); ESS = (sum w)^2 / sum w^2 (Kish), in log space.

@@ -30,7 +30,7 @@ tfd = tfp.distributions
 
 
 def event_ranks(bijector_class: type) -> dict:
-    """{parameter: event rank} of a TFP bijector class, from its `parameter_properties` (1: [D], 0: scalar)."""
+    """{parameter: event rank} of a TFP bijector class, from its `parameter_properties`."""
     return {name: p.event_ndims for name, p in bijector_class.parameter_properties().items()}
 
 
@@ -64,8 +64,11 @@ class _FlowLayer(keras.layers.Layer):
     def build(self, input_shape):
         size = input_shape[-1]
         for index, (name, rank) in enumerate(self.parameter_ranks.items()):
-            weight = self.add_weight(shape=(self.num_layers,) + (size,) * rank,
-                                     initializer=_own_draw(self.initializer, index), name=name)
+            weight = self.add_weight(
+                shape=(self.num_layers,) + (size,) * rank,
+                initializer=_own_draw(self.initializer, index),
+                name=name,
+            )
             setattr(self, name, weight)
 
     def bijector_parameters(self) -> dict:
@@ -81,8 +84,11 @@ class _FlowLayer(keras.layers.Layer):
         return self.bijector().forward(z)
 
     def get_config(self):
-        return {**super().get_config(), "num_layers": self.num_layers,
-                "initializer": keras.initializers.serialize(self.initializer)}
+        return {
+            **super().get_config(),
+            "num_layers": self.num_layers,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
 
 
 def _own_draw(initializer, index: int):
@@ -94,7 +100,10 @@ def _own_draw(initializer, index: int):
     seeded one is offset by `index`.
     """
     copy = keras.initializers.deserialize(keras.initializers.serialize(initializer))
-    if isinstance(getattr(copy, "seed", None), int) and getattr(initializer, "_init_seed", None) is not None:
+    if (
+        isinstance(getattr(copy, "seed", None), int)
+        and getattr(initializer, "_init_seed", None) is not None
+    ):
         copy.seed = initializer.seed + index
     return copy
 
@@ -116,7 +125,9 @@ class PlanarStack(_FlowLayer):
     bijector_class = bijectors.PlanarFlow
     default_initializer = {"class_name": "RandomUniform", "config": {"minval": 0.0, "maxval": 1.0}}
 
-    def __init__(self, num_layers: int = 1, initializer=None, start_at_identity: bool = True, **kwargs):
+    def __init__(
+        self, num_layers: int = 1, initializer=None, start_at_identity: bool = True, **kwargs
+    ):
         super().__init__(num_layers=num_layers, initializer=initializer, **kwargs)
         self.start_at_identity = bool(start_at_identity)
 
@@ -131,7 +142,7 @@ class PlanarStack(_FlowLayer):
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class RadialStack(_FlowLayer):
-    """K radial maps (eq. 14): weights z0 [K, D], a, b [K] (raw alpha, beta) for `tfnf.bijectors.RadialFlow`."""
+    """K radial maps (eq. 14): z0 [K, D], a, b [K] (raw alpha, beta) for `bijectors.RadialFlow`."""
 
     bijector_class = bijectors.RadialFlow
 
@@ -162,11 +173,20 @@ class NICEStack(keras.layers.Layer):
         self.num_masked = size // 2
         self.shift_networks = []
         for k in range(self.num_layers):
-            network = keras.Sequential([
-                keras.layers.Dense(self.hidden_units, activation="relu", dtype=self.dtype_policy),
-                keras.layers.Dense(self.hidden_units, activation="relu", dtype=self.dtype_policy),
-                keras.layers.Dense(size - self.num_masked, kernel_initializer="zeros", dtype=self.dtype_policy),
-            ], name=f"shift_{k}")
+            network = keras.Sequential(
+                [
+                    keras.layers.Dense(
+                        self.hidden_units, activation="relu", dtype=self.dtype_policy
+                    ),
+                    keras.layers.Dense(
+                        self.hidden_units, activation="relu", dtype=self.dtype_policy
+                    ),
+                    keras.layers.Dense(
+                        size - self.num_masked, kernel_initializer="zeros", dtype=self.dtype_policy
+                    ),
+                ],
+                name=f"shift_{k}",
+            )
             network.build((None, self.num_masked))
             self.shift_networks.append(network)
 
@@ -175,8 +195,11 @@ class NICEStack(keras.layers.Layer):
         size = self.num_masked + self.shift_networks[0].output_shape[-1]
         steps = []
         for network in self.shift_networks:
-            shift = tfp.bijectors.RealNVP(num_masked=self.num_masked, is_constant_jacobian=True,
-                                          shift_and_log_scale_fn=lambda x, units, net=network: (net(x), None))
+            shift = tfp.bijectors.RealNVP(
+                num_masked=self.num_masked,
+                is_constant_jacobian=True,
+                shift_and_log_scale_fn=lambda x, units, net=network: (net(x), None),
+            )
             steps += [shift, tfp.bijectors.Permute(list(reversed(range(size))))]
         return tfp.bijectors.Chain(list(reversed(steps)))
 
@@ -185,7 +208,11 @@ class NICEStack(keras.layers.Layer):
         return self.bijector().forward(z)
 
     def get_config(self):
-        return {**super().get_config(), "num_layers": self.num_layers, "hidden_units": self.hidden_units}
+        return {
+            **super().get_config(),
+            "num_layers": self.num_layers,
+            "hidden_units": self.hidden_units,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
@@ -203,20 +230,26 @@ class DiagonalNormal(keras.layers.Layer):
         self.raw_scale = self.add_weight(shape=(size,), initializer=start, name="raw_scale")
 
     def distribution(self) -> tfd.Distribution:
-        return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.loc),
-                                          scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)))
+        return tfd.MultivariateNormalDiag(
+            loc=tf.convert_to_tensor(self.loc),
+            scale_diag=tf.math.softplus(tf.convert_to_tensor(self.raw_scale)),
+        )
 
     def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
-        """n reparameterised draws z0 = loc + scale * eps of q0 and ln q0(z0) (`sampling.diagonal_normal_draw`).
+        """n reparameterised draws z0 = loc + scale * eps of q0, and ln q0(z0).
 
         Arguments:
             n: number of draws.
             seed: stateless seed, a pair of integers.
-            rows: None, or a `sampling.ReplicaRows`: these n draws are that slice of the global draw.
+            rows: None, or a `sampling.ReplicaRows`: these n draws are that slice of the global
+                draw.
         Returns:
             (z0 [n, D], ln q0(z0) [n]).
         """
-        loc, scale = tf.convert_to_tensor(self.loc), tf.math.softplus(tf.convert_to_tensor(self.raw_scale))
+        loc, scale = (
+            tf.convert_to_tensor(self.loc),
+            tf.math.softplus(tf.convert_to_tensor(self.raw_scale)),
+        )
         return sampling.diagonal_normal_draw(loc, scale, [n], seed, rows)
 
     def call(self, n):
@@ -225,7 +258,7 @@ class DiagonalNormal(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class FullRankNormal(keras.layers.Layer):
-    """The base q0 = N(loc, L L^T): the standard normal under Shift(loc) o ScaleMatvecTriL(L), starting at N(0, I).
+    """The base q0 = N(loc, L L^T), N(0, I) under Shift(loc) o ScaleMatvecTriL(L); starts N(0, I).
 
     L is lower triangular with a positive diagonal, `tfb.FillScaleTriL` (softplus
     diagonal) of the D (D + 1) / 2 weights `raw_scale_tril`. An affine map of
@@ -236,10 +269,14 @@ class FullRankNormal(keras.layers.Layer):
     def build(self, input_shape):
         size = input_shape[-1]
         self.loc = self.add_weight(shape=(size,), initializer="zeros", name="loc")
-        identity = self._fill().inverse(tf.eye(size, dtype="float64")).numpy()  # so that L starts as I
-        self.raw_scale_tril = self.add_weight(shape=(size * (size + 1) // 2,),
-                                              initializer=keras.initializers.Constant(identity),
-                                              name="raw_scale_tril")
+        identity = (
+            self._fill().inverse(tf.eye(size, dtype="float64")).numpy()
+        )  # so that L starts as I
+        self.raw_scale_tril = self.add_weight(
+            shape=(size * (size + 1) // 2,),
+            initializer=keras.initializers.Constant(identity),
+            name="raw_scale_tril",
+        )
 
     @staticmethod
     def _fill() -> tfp.bijectors.Bijector:
@@ -256,12 +293,15 @@ class FullRankNormal(keras.layers.Layer):
         return tfd.TransformedDistribution(standard, affine)
 
     def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
-        """n reparameterised draws z0 = loc + L eps and their ln q0(z0) = ln N(eps; 0, I) - sum ln diag L.
+        """n draws z0 = loc + L eps and ln q0(z0) = ln N(eps; 0, I) - sum ln diag L.
 
-        Arguments are those of `DiagonalNormal.sample_and_log_prob`. Returns (z0 [n, D], ln q0(z0) [n]).
+        Arguments are those of `DiagonalNormal.sample_and_log_prob`. Returns (z0 [n, D], ln q0(z0)
+        [n]).
         """
         loc, scale_tril = tf.convert_to_tensor(self.loc), self.scale_tril()
-        eps, log_n = sampling.diagonal_normal_draw(tf.zeros_like(loc), tf.ones_like(loc), [n], seed, rows)
+        eps, log_n = sampling.diagonal_normal_draw(
+            tf.zeros_like(loc), tf.ones_like(loc), [n], seed, rows
+        )
         z0 = loc + tf.linalg.matvec(scale_tril, eps)
         return z0, log_n - tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)))
 
@@ -289,7 +329,7 @@ def get_flow(name: str) -> type:
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class AmortizedFlow(keras.layers.Layer):
-    """An amortised flow posterior q(z | x): Dense heads from encoder features h to the base and every map.
+    """An amortised flow posterior q(z | x): Dense heads from features h to the base and each map.
 
     `call(h)` returns a dict of parameter tensors: `loc`, `scale` [B, D] of
     q0 = N(loc, diag(scale^2)) and, for each of the K maps, the unconstrained
@@ -330,23 +370,51 @@ class AmortizedFlow(keras.layers.Layer):
         return {"z0": z0, "a": a, "b": a + b}
 
     # flow: (bijector, head outputs -> bijector parameters, the head that starts at zero)
-    families = {"planar": (bijectors.PlanarFlow, _planar, "u"), "radial": (bijectors.RadialFlow, _radial, "b")}
+    families = {
+        "planar": (bijectors.PlanarFlow, _planar, "u"),
+        "radial": (bijectors.RadialFlow, _radial, "b"),
+    }
     scales = {"softplus": tf.math.softplus, "exp": tf.exp}
-    # Planar w starts at a fifth of Glorot's variance, so that w(x).z + b starts mostly where tanh is
-    # not flat (benchmarks/RESULTS.md). Configs, made into initializers per layer: an instance made at
+    # Planar w starts at a fifth of Glorot's variance, so that w(x).z + b starts mostly where tanh
+    # is
+    # not flat (benchmarks/RESULTS.md). Configs, made into initializers per layer: an instance made
+    # at
     # import would take its seed then, not from keras.utils.set_random_seed.
-    small_heads = {"planar": {"w": {"class_name": "VarianceScaling",
-                                    "config": {"scale": 0.2, "mode": "fan_avg", "distribution": "uniform"}}}}
+    small_heads = {
+        "planar": {
+            "w": {
+                "class_name": "VarianceScaling",
+                "config": {"scale": 0.2, "mode": "fan_avg", "distribution": "uniform"},
+            }
+        }
+    }
 
-    def __init__(self, event_size: int, num_layers: int, flow: str = "planar", scale: str = "softplus", **kwargs):
+    def __init__(
+        self,
+        event_size: int,
+        num_layers: int,
+        flow: str = "planar",
+        scale: str = "softplus",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         event_size = positive_int(event_size, "AmortizedFlow: event_size")
         num_layers = positive_int(num_layers, "AmortizedFlow: num_layers", minimum=0)
         if flow not in self.families:
-            raise ValueError(f"AmortizedFlow: unknown flow {flow!r}; amortised flows: {', '.join(self.families)}.")
+            raise ValueError(
+                f"AmortizedFlow: unknown flow {flow!r}; amortised flows: "
+                f"{', '.join(self.families)}."
+            )
         if scale not in self.scales:
-            raise ValueError(f"AmortizedFlow: unknown scale {scale!r}; choose one of: {', '.join(self.scales)}.")
-        self.event_size, self.num_layers, self.flow, self.scale = event_size, num_layers, flow, scale
+            raise ValueError(
+                f"AmortizedFlow: unknown scale {scale!r}; choose one of: {', '.join(self.scales)}."
+            )
+        self.event_size, self.num_layers, self.flow, self.scale = (
+            event_size,
+            num_layers,
+            flow,
+            scale,
+        )
         self._bijector_class, self._from_heads, zero_head = self.families[flow]
         self.parameter_ranks = event_ranks(self._bijector_class)
 
@@ -355,16 +423,31 @@ class AmortizedFlow(keras.layers.Layer):
 
         self.loc_head = dense(event_size, "loc")
         self.scale_head = dense(event_size, "scale")
-        initializers = {zero_head: "zeros", **{name: keras.initializers.get(config)
-                                               for name, config in self.small_heads.get(flow, {}).items()}}
-        self.flow_heads = {} if num_layers == 0 else {
-            name: dense(num_layers * event_size ** rank, name,
-                        **({"kernel_initializer": initializers[name]} if name in initializers else {}))
-            for name, rank in self.parameter_ranks.items()}
+        initializers = {
+            zero_head: "zeros",
+            **{
+                name: keras.initializers.get(config)
+                for name, config in self.small_heads.get(flow, {}).items()
+            },
+        }
+        self.flow_heads = (
+            {}
+            if num_layers == 0
+            else {
+                name: dense(
+                    num_layers * event_size**rank,
+                    name,
+                    **({"kernel_initializer": initializers[name]} if name in initializers else {}),
+                )
+                for name, rank in self.parameter_ranks.items()
+            }
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 2:
-            raise ValueError(f"AmortizedFlow: features h must be [B, H], got shape {tuple(input_shape)}.")
+            raise ValueError(
+                f"AmortizedFlow: features h must be [B, H], got shape {tuple(input_shape)}."
+            )
         for head in (self.loc_head, self.scale_head, *self.flow_heads.values()):
             head.build(input_shape)
 
@@ -375,16 +458,20 @@ class AmortizedFlow(keras.layers.Layer):
             heads = {}
             for name, head in self.flow_heads.items():
                 out = head(h)  # [B, K * D^rank], map k in the k-th block
-                out = tf.reshape(out, [-1, self.num_layers] + [self.event_size] * self.parameter_ranks[name])
+                out = tf.reshape(
+                    out, [-1, self.num_layers] + [self.event_size] * self.parameter_ranks[name]
+                )
                 heads[name] = tf.transpose(out, [1, 0] + list(range(2, len(out.shape))))
             params.update(self._from_heads(**heads))
         return params
 
     def bijector_from(self, params: dict) -> tfp.bijectors.Bijector:
-        """The K maps with per-example parameters, f_{K-1} o ... o f_0, batch shape [B]; `tfb.Identity` if K = 0."""
+        """The K maps with per-example parameters, batch shape [B]; `tfb.Identity` if K = 0."""
         if self.num_layers == 0:
             return tfp.bijectors.Identity()
-        return bijectors.Stack(self._bijector_class(**{name: params[name] for name in self.parameter_ranks}))
+        return bijectors.Stack(
+            self._bijector_class(**{name: params[name] for name in self.parameter_ranks})
+        )
 
     def distribution_from(self, params: dict) -> tfd.TransformedDistribution:
         """q_K from the parameters `call` returned: batch shape [B], event shape [D] (eq. 13)."""
@@ -408,7 +495,9 @@ class AmortizedFlow(keras.layers.Layer):
         Returns:
             (z [*sample_shape, B, D], ln q_K(z | x) [*sample_shape, B]).
         """
-        z0, log_q0 = sampling.diagonal_normal_draw(params["loc"], params["scale"], sample_shape, seed, rows)
+        z0, log_q0 = sampling.diagonal_normal_draw(
+            params["loc"], params["scale"], sample_shape, seed, rows
+        )
         return sampling.push_forward(self.bijector_from(params), z0, log_q0)
 
     def distribution(self, h) -> tfd.TransformedDistribution:
@@ -416,6 +505,10 @@ class AmortizedFlow(keras.layers.Layer):
         return self.distribution_from(self(h))
 
     def get_config(self):
-        return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
-                "flow": self.flow, "scale": self.scale}
-
+        return {
+            **super().get_config(),
+            "event_size": self.event_size,
+            "num_layers": self.num_layers,
+            "flow": self.flow,
+            "scale": self.scale,
+        }

@@ -1,6 +1,6 @@
 """Pictures of targets and flows; the only module that imports matplotlib."""
 
-from typing import Callable, Iterable, Mapping, Sequence, Tuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,11 +10,18 @@ import tensorflow_probability as tfp
 from tfnf import targets
 from tfnf.diagnostics import grid_2d
 
-__all__ = ["density_on_grid", "target_and_flow", "figure3", "bound_vs_flow_length", "samples_and_reconstructions"]
+__all__ = [
+    "density_on_grid",
+    "target_and_flow",
+    "figure3",
+    "bound_vs_flow_length",
+    "samples_and_reconstructions",
+]
 
 
-def density_on_grid(log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), num: int = 200,
-                    dtype=np.float32) -> np.ndarray:
+def density_on_grid(
+    log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), num: int = 200, dtype=np.float32
+) -> np.ndarray:
     """exp(log_prob) at the cell centres of a num x num grid: [num, num], rows along z2.
 
     For a flow pass `q.log_prob`: the density is evaluated through the exact
@@ -24,14 +31,21 @@ def density_on_grid(log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), n
     return np.exp(np.asarray(log_prob(tf.constant(z))))
 
 
-def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution,
-                    extent: Sequence[float] = (-4.0, 4.0), num: int = 200, title: str = "") -> plt.Figure:
+def target_and_flow(
+    target_log_prob: Callable,
+    q: tfp.distributions.Distribution,
+    extent: Sequence[float] = (-4.0, 4.0),
+    num: int = 200,
+    title: str = "",
+) -> plt.Figure:
     """The unnormalised target density beside the flow's density q, on the same grid."""
     dtype = q.dtype.as_numpy_dtype if q.dtype is not None else np.float32
-    panels = [("target exp(-U)", density_on_grid(target_log_prob, extent, num, dtype)),
-              ("flow q_K", density_on_grid(q.log_prob, extent, num, dtype))]
+    panels = [
+        ("target exp(-U)", density_on_grid(target_log_prob, extent, num, dtype)),
+        ("flow q_K", density_on_grid(q.log_prob, extent, num, dtype)),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
-    for ax, (name, density) in zip(axes, panels):
+    for ax, (name, density) in zip(axes, panels, strict=True):
         ax.imshow(density, origin="lower", extent=(*extent, *extent), cmap="viridis")
         ax.set_title(name)
         ax.set_xlabel("$z_1$")
@@ -41,8 +55,11 @@ def target_and_flow(target_log_prob: Callable, q: tfp.distributions.Distribution
     return fig
 
 
-def figure3(flows: Mapping[Tuple[str, int], tfp.distributions.Distribution], extent: Sequence[float] = (-4.0, 4.0),
-            num: int = 200) -> plt.Figure:
+def figure3(
+    flows: Mapping[tuple[str, int], tfp.distributions.Distribution],
+    extent: Sequence[float] = (-4.0, 4.0),
+    num: int = 200,
+) -> plt.Figure:
     """The paper's Figure 3: rows U1..U4, columns the exact density, then q_K for each K.
 
     Arguments:
@@ -50,12 +67,17 @@ def figure3(flows: Mapping[Tuple[str, int], tfp.distributions.Distribution], ext
     """
     names = list(dict.fromkeys(name for name, _ in flows))
     ks = list(dict.fromkeys(k for _, k in flows))
-    fig, axes = plt.subplots(len(names), len(ks) + 1, figsize=(2.2 * (len(ks) + 1), 2.2 * len(names)),
-                             squeeze=False, constrained_layout=True)
-    for row, name in zip(axes, names):
+    fig, axes = plt.subplots(
+        len(names),
+        len(ks) + 1,
+        figsize=(2.2 * (len(ks) + 1), 2.2 * len(names)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for row, name in zip(axes, names, strict=True):
         panels = [(density_on_grid(targets.get(name), extent, num), f"{name}: exp(-U)")]
         panels += [(density_on_grid(flows[name, k].log_prob, extent, num), f"K = {k}") for k in ks]
-        for ax, (density, title) in zip(row, panels):
+        for ax, (density, title) in zip(row, panels, strict=True):
             ax.imshow(density, origin="lower", extent=(*extent, *extent), cmap="viridis")
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
@@ -64,21 +86,29 @@ def figure3(flows: Mapping[Tuple[str, int], tfp.distributions.Distribution], ext
 
 
 def bound_vs_flow_length(rows: Iterable[Mapping]) -> plt.Figure:
-    """The paper's Figure 3(d): the bound (nats) against K, one line per flow, error bars over seeds.
+    """The paper's Figure 3(d): the bound (nats) against K, a line per flow, error bars over seeds.
 
     Arguments:
         rows: records with keys "target", "flow", "K", "bound" (one per seed).
     """
     rows = list(rows)
     names = list(dict.fromkeys(r["target"] for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False, constrained_layout=True)
-    for ax, name in zip(axes[0], names):
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(4 * len(names), 3.2), squeeze=False, constrained_layout=True
+    )
+    for ax, name in zip(axes[0], names, strict=True):
         for flow in dict.fromkeys(r["flow"] for r in rows):
             mine = [r for r in rows if r["target"] == name and r["flow"] == flow]
             ks = sorted({r["K"] for r in mine})
             values = [np.array([r["bound"] for r in mine if r["K"] == k]) for k in ks]
-            ax.errorbar(ks, [v.mean() for v in values], yerr=[v.std(ddof=1) if v.size > 1 else 0.0 for v in values],
-                        marker="o", capsize=3, label=flow)
+            ax.errorbar(
+                ks,
+                [v.mean() for v in values],
+                yerr=[v.std(ddof=1) if v.size > 1 else 0.0 for v in values],
+                marker="o",
+                capsize=3,
+                label=flow,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("flow length K")
         ax.set_ylabel("bound E_q[log q + U] (nats)")
@@ -93,12 +123,12 @@ def _tiles(images: np.ndarray, columns: int) -> np.ndarray:
     canvas = np.full((rows * 30 + 2, columns * 30 + 2), 0.5)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[2 + 30 * r: 30 * r + 30, 2 + 30 * c: 30 * c + 30] = image.reshape(28, 28)
+        canvas[2 + 30 * r : 30 * r + 30, 2 + 30 * c : 30 * c + 30] = image.reshape(28, 28)
     return canvas
 
 
 def samples_and_reconstructions(model, images: np.ndarray, seed: int = 0) -> plt.Figure:
-    """A `tfnf.models.FlowVAE`'s mean images at 64 prior samples, and 32 images beside their reconstructions.
+    """A FlowVAE's mean images at 64 prior samples, and 32 images beside their reconstructions.
 
     Arguments:
         model: a FlowVAE on 28 x 28 images.
@@ -110,10 +140,14 @@ def samples_and_reconstructions(model, images: np.ndarray, seed: int = 0) -> plt
     x = images[:32].astype(model.compute_dtype)
     z_x = model.posterior(x).sample(seed=(seed, 2))
     recon = tf.sigmoid(model.decode(z_x)).numpy()
-    pairs = np.stack([x, recon], axis=1).reshape(-1, x.shape[1])  # image, its reconstruction, next image, ...
+    pairs = np.stack([x, recon], axis=1).reshape(
+        -1, x.shape[1]
+    )  # image, its reconstruction, next image, ...
     figure, axes = plt.subplots(1, 2, figsize=(9, 4.8), constrained_layout=True)
-    for ax, picture, title in ((axes[0], _tiles(samples, 8), "samples: x ~ p(x | z), z ~ p(z)"),
-                               (axes[1], _tiles(pairs, 8), "test images | reconstructions")):
+    for ax, picture, title in (
+        (axes[0], _tiles(samples, 8), "samples: x ~ p(x | z), z ~ p(z)"),
+        (axes[1], _tiles(pairs, 8), "test images | reconstructions"),
+    ):
         ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()

@@ -6,12 +6,18 @@ DLGM draw and transform in the same way.
 """
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["ReplicaRows", "diagonal_normal_draw", "forward_and_log_det", "push_forward", "replica_rows"]
+__all__ = [
+    "ReplicaRows",
+    "diagonal_normal_draw",
+    "forward_and_log_det",
+    "push_forward",
+    "replica_rows",
+]
 
 
 class ReplicaRows(NamedTuple):
@@ -21,7 +27,7 @@ class ReplicaRows(NamedTuple):
     total: tf.Tensor
 
 
-def replica_rows(batch) -> Optional[ReplicaRows]:
+def replica_rows(batch) -> ReplicaRows | None:
     """Where this replica's rows lie in the global batch, under a `tf.distribute` strategy.
 
     Each replica gathers every replica's size, so a last batch that the strategy
@@ -36,11 +42,13 @@ def replica_rows(batch) -> Optional[ReplicaRows]:
     if replica is None or replica.num_replicas_in_sync == 1:
         return None
     sizes = replica.all_gather(tf.reshape(tf.cast(batch, tf.int32), [1]), axis=0)  # [replicas]
-    return ReplicaRows(tf.reduce_sum(sizes[: replica.replica_id_in_sync_group]), tf.reduce_sum(sizes))
+    return ReplicaRows(
+        tf.reduce_sum(sizes[: replica.replica_id_in_sync_group]), tf.reduce_sum(sizes)
+    )
 
 
 def diagonal_normal_draw(
-    loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, rows: Optional[ReplicaRows] = None
+    loc: tf.Tensor, scale: tf.Tensor, sample_shape, seed, rows: ReplicaRows | None = None
 ) -> tuple:
     """Reparameterised draws z = loc + scale * eps of N(loc, diag(scale^2)) and their log-densities.
 

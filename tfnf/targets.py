@@ -9,15 +9,28 @@ References:
 """
 
 import math
-from typing import Callable, Union
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["get", "names", "as_log_prob", "is_normalizable", "u1", "u2", "u3", "u4", "JointTarget",
-           "BayesianLinearRegression", "bayesian_linear_regression", "correlated_regression_data", "funnel"]
+__all__ = [
+    "get",
+    "names",
+    "as_log_prob",
+    "is_normalizable",
+    "u1",
+    "u2",
+    "u3",
+    "u4",
+    "JointTarget",
+    "BayesianLinearRegression",
+    "bayesian_linear_regression",
+    "correlated_regression_data",
+    "funnel",
+]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -33,6 +46,7 @@ def _register(name: str):
         fn = keras.saving.register_keras_serializable(package="tfnf.targets", name=name)(fn)
         _REGISTRY[name] = fn
         return fn
+
     return add
 
 
@@ -40,7 +54,9 @@ def _coordinates(z: tf.Tensor, name: str):
     """Split z [..., 2] into z1, z2 [...]; the Table 1 energies are 2-D only."""
     z = tf.convert_to_tensor(z)
     if z.shape[-1] is not None and z.shape[-1] != 2:
-        raise ValueError(f"Target {name} is defined for event_size 2, got z with last dimension {z.shape[-1]}.")
+        raise ValueError(
+            f"Target {name} is defined for event_size 2, got z with last dimension {z.shape[-1]}."
+        )
     return z[..., 0], z[..., 1]
 
 
@@ -66,7 +82,9 @@ def u1(z: tf.Tensor) -> tf.Tensor:
     """-U1(z): a ring of radius 2 with two modes at z1 = +-2. z: [..., 2] -> [...]."""
     z1, _ = _coordinates(z, "U1")
     ring = _gauss(tf.norm(z, axis=-1) - 2.0, 0.4)
-    return ring + tf.reduce_logsumexp(tf.stack([_gauss(z1 - 2.0, 0.6), _gauss(z1 + 2.0, 0.6)]), axis=0)
+    return ring + tf.reduce_logsumexp(
+        tf.stack([_gauss(z1 - 2.0, 0.6), _gauss(z1 + 2.0, 0.6)]), axis=0
+    )
 
 
 @_register("U2")
@@ -110,7 +128,7 @@ def is_normalizable(name: str) -> bool:
     return name in _NORMALIZABLE
 
 
-def as_log_prob(target: Union[str, LogProb, tfp.distributions.Distribution]) -> LogProb:
+def as_log_prob(target: str | LogProb | tfp.distributions.Distribution) -> LogProb:
     """A callable z [..., D] -> [...] from a registry name, a callable or a `tfd.Distribution`."""
     if isinstance(target, str):
         return get(target)
@@ -118,12 +136,14 @@ def as_log_prob(target: Union[str, LogProb, tfp.distributions.Distribution]) -> 
         return target.log_prob
     if callable(target):
         return target
-    raise TypeError(f"target_log_prob must be a target name, a callable z -> log p(z) or a "
-                    f"tfd.Distribution, got {type(target).__name__}.")
+    raise TypeError(
+        f"target_log_prob must be a target name, a callable z -> log p(z) or a "
+        f"tfd.Distribution, got {type(target).__name__}."
+    )
 
 
 class JointTarget:
-    """A TFP joint distribution, usually pinned to data, as a target over flat unconstrained z in R^D.
+    """A TFP joint distribution, usually pinned to data, as a target over unconstrained z in R^D.
 
     The flow lives in R^D; `bijector` splits z into the model's latent
     variables, reshapes each, arranges them in the model's own structure and maps
@@ -151,47 +171,71 @@ class JointTarget:
     """
 
     def __init__(self, model):
-        if not hasattr(model, "experimental_default_event_space_bijector") or not hasattr(model, "event_shape"):
-            raise TypeError(f"model must be a TFP joint distribution (pinned with experimental_pin), "
-                            f"got {type(model).__name__}.")
+        if not hasattr(model, "experimental_default_event_space_bijector") or not hasattr(
+            model, "event_shape"
+        ):
+            raise TypeError(
+                f"model must be a TFP joint distribution (pinned with experimental_pin), "
+                f"got {type(model).__name__}."
+            )
         self.model = model
         self._log_prob = getattr(model, "unnormalized_log_prob", model.log_prob)
         # An auto-batched model evaluates a batch of z through tf.vectorized_map, whose gradient
         # is far slower under XLA than without it: compile's "auto" leaves XLA off for it.
-        self.xla_friendly = not getattr(getattr(model, "distribution", model), "use_vectorized_map", False)
+        self.xla_friendly = not getattr(
+            getattr(model, "distribution", model), "use_vectorized_map", False
+        )
         constrain = model.experimental_default_event_space_bijector()
-        shapes = constrain.inverse_event_shape(model.event_shape)  # the unconstrained variables' shapes
-        flat_shapes = [tf.TensorShape(shape) for shape in tf.nest.flatten(shapes, expand_composites=False)]
+        shapes = constrain.inverse_event_shape(
+            model.event_shape
+        )  # the unconstrained variables' shapes
+        flat_shapes = [
+            tf.TensorShape(shape) for shape in tf.nest.flatten(shapes, expand_composites=False)
+        ]
         if not all(shape.is_fully_defined() for shape in flat_shapes):
-            raise ValueError(f"model: every latent variable needs a known event shape, got {shapes}.")
+            raise ValueError(
+                f"model: every latent variable needs a known event shape, got {shapes}."
+            )
         sizes = [int(np.prod(shape.as_list())) for shape in flat_shapes]
         self.event_size = sum(sizes)
         self.dtype = tf.as_dtype(tf.nest.flatten(model.dtype)[0])
-        self.bijector = tfb.Chain([
-            constrain,
-            tfb.Restructure(tf.nest.pack_sequence_as(shapes, list(range(len(sizes))))),
-            tfb.JointMap([tfb.Reshape(shape.as_list(), [size]) for shape, size in zip(flat_shapes, sizes)]),
-            tfb.Split(sizes),
-        ])
+        self.bijector = tfb.Chain(
+            [
+                constrain,
+                tfb.Restructure(tf.nest.pack_sequence_as(shapes, list(range(len(sizes))))),
+                tfb.JointMap(
+                    [
+                        tfb.Reshape(shape.as_list(), [size])
+                        for shape, size in zip(flat_shapes, sizes, strict=True)
+                    ]
+                ),
+                tfb.Split(sizes),
+            ]
+        )
 
     def __call__(self, z) -> tf.Tensor:
         """log p~(z): z [..., D] -> [...]."""
         z = tf.convert_to_tensor(z, self.dtype)
-        return self._log_prob(self.bijector.forward(z)) + self.bijector.forward_log_det_jacobian(z, event_ndims=1)
+        return self._log_prob(self.bijector.forward(z)) + self.bijector.forward_log_det_jacobian(
+            z, event_ndims=1
+        )
 
     log_prob = __call__
 
     def posterior(self, q: tfd.Distribution) -> tfd.Distribution:
-        """q over z mapped to the model's variables: samples in the model's structure and support."""
+        """q over z mapped to the model's variables: samples in its structure and support."""
         return tfd.TransformedDistribution(q, self.bijector)
 
 
 class BayesianLinearRegression:
-    """The posterior of theta in y = X theta + noise, theta ~ N(0, prior_scale^2 I), noise ~ N(0, noise_scale^2 I).
+    """The posterior of theta in y = X theta + noise, theta ~ N(0, s_p^2 I), noise ~ N(0, s_n^2 I).
+
+    s_p = `prior_scale`, s_n = `noise_scale`.
 
     Conjugate, so the exact posterior is Gaussian in closed form:
 
-        precision = I / prior_scale^2 + X^T X / noise_scale^2,   mean = precision^-1 X^T y / noise_scale^2,
+        precision = I / prior_scale^2 + X^T X / noise_scale^2,   mean = precision^-1 X^T y /
+        noise_scale^2,
 
     and so is the evidence p(y) = N(y; 0, noise_scale^2 I + prior_scale^2 X X^T).
     Calling it gives log p(y, theta), the unnormalised posterior, a target for a flow.
@@ -207,8 +251,10 @@ class BayesianLinearRegression:
         self.dtype = self.features.dtype
         self.observations = tf.convert_to_tensor(observations, self.dtype)
         if self.features.shape.rank != 2 or self.observations.shape != self.features.shape[:1]:
-            raise ValueError(f"features must be [N, D] and observations [N], got shapes "
-                             f"{tuple(self.features.shape)} and {tuple(self.observations.shape)}.")
+            raise ValueError(
+                f"features must be [N, D] and observations [N], got shapes "
+                f"{tuple(self.features.shape)} and {tuple(self.observations.shape)}."
+            )
         for name, value in (("noise_scale", noise_scale), ("prior_scale", prior_scale)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}.")
@@ -229,24 +275,31 @@ class BayesianLinearRegression:
     def posterior(self) -> tfd.MultivariateNormalTriL:
         """The exact posterior p(theta | y), event [D]."""
         x = self.features
-        precision = (tf.eye(self.dim, dtype=self.dtype) / self.prior_scale**2
-                     + tf.matmul(x, x, transpose_a=True) / self.noise_scale**2)
+        precision = (
+            tf.eye(self.dim, dtype=self.dtype) / self.prior_scale**2
+            + tf.matmul(x, x, transpose_a=True) / self.noise_scale**2
+        )
         covariance = tf.linalg.inv(precision)
         covariance = 0.5 * (covariance + tf.transpose(covariance))
-        mean = tf.linalg.matvec(covariance, tf.linalg.matvec(x, self.observations, transpose_a=True)) / self.noise_scale**2
+        mean = (
+            tf.linalg.matvec(covariance, tf.linalg.matvec(x, self.observations, transpose_a=True))
+            / self.noise_scale**2
+        )
         return tfd.MultivariateNormalTriL(mean, tf.linalg.cholesky(covariance))
 
     @property
     def log_evidence(self) -> tf.Tensor:
         """log p(y), the log-normaliser of `log_prob`."""
         x = self.features
-        covariance = (self.noise_scale**2 * tf.eye(int(x.shape[0]), dtype=self.dtype)
-                      + self.prior_scale**2 * tf.matmul(x, x, transpose_b=True))
-        return tfd.MultivariateNormalTriL(tf.zeros_like(self.observations),
-                                          tf.linalg.cholesky(covariance)).log_prob(self.observations)
+        covariance = self.noise_scale**2 * tf.eye(
+            int(x.shape[0]), dtype=self.dtype
+        ) + self.prior_scale**2 * tf.matmul(x, x, transpose_b=True)
+        return tfd.MultivariateNormalTriL(
+            tf.zeros_like(self.observations), tf.linalg.cholesky(covariance)
+        ).log_prob(self.observations)
 
     def joint_distribution(self) -> tfd.Distribution:
-        """The same model as a TFP joint distribution pinned to y (latent `theta`), e.g. for `JointTarget`."""
+        """The same model as a TFP joint distribution pinned to y (latent `theta`)."""
         x, zeros = self.features, tf.zeros([self.dim], self.dtype)
 
         @tfd.JointDistributionCoroutineAutoBatched
@@ -257,14 +310,16 @@ class BayesianLinearRegression:
         return model.experimental_pin(y=self.observations)
 
 
-def bayesian_linear_regression(features, observations, noise_scale: float = 1.0,
-                               prior_scale: float = 1.0) -> BayesianLinearRegression:
+def bayesian_linear_regression(
+    features, observations, noise_scale: float = 1.0, prior_scale: float = 1.0
+) -> BayesianLinearRegression:
     """`BayesianLinearRegression(features, observations, noise_scale, prior_scale)`."""
     return BayesianLinearRegression(features, observations, noise_scale, prior_scale)
 
 
-def correlated_regression_data(num_points: int, dim: int, correlation: float = 0.95, noise_scale: float = 1.0,
-                               seed: int = 0) -> tuple:
+def correlated_regression_data(
+    num_points: int, dim: int, correlation: float = 0.95, noise_scale: float = 1.0, seed: int = 0
+) -> tuple:
     """Synthetic data for `BayesianLinearRegression` with strongly correlated features.
 
     Rows of X are N(0, C) with C_ii = 1 and C_ij = correlation; theta is drawn
@@ -278,13 +333,15 @@ def correlated_regression_data(num_points: int, dim: int, correlation: float = 0
         raise ValueError(f"correlation must be in [0, 1), got {correlation!r}.")
     rng = np.random.default_rng(seed)
     shared = rng.standard_normal((num_points, 1))
-    x = math.sqrt(correlation) * shared + math.sqrt(1 - correlation) * rng.standard_normal((num_points, dim))
+    x = math.sqrt(correlation) * shared + math.sqrt(1 - correlation) * rng.standard_normal(
+        (num_points, dim)
+    )
     theta = rng.standard_normal(dim)
     return x, x @ theta + noise_scale * rng.standard_normal(num_points), theta
 
 
 def funnel(z: tf.Tensor, scale: float = 3.0) -> tf.Tensor:
-    """Neal's funnel, log-density (normalised): v = z[..., 0] ~ N(0, scale^2), z[..., i] | v ~ N(0, exp(v)).
+    """Neal's funnel (normalised): v = z[..., 0] ~ N(0, scale^2), z[..., i] | v ~ N(0, exp(v)).
 
     The conditional scale exp(v / 2) spans orders of magnitude over the bulk of
     v: a neck and a mouth that no Gaussian fits. Exact marginals: v ~ N(0, 9);
@@ -295,4 +352,6 @@ def funnel(z: tf.Tensor, scale: float = 3.0) -> tf.Tensor:
     v, x = z[..., 0], z[..., 1:]
     half = tf.constant(0.5, z.dtype)
     log_v = tfd.Normal(tf.zeros_like(v), tf.cast(scale, z.dtype)).log_prob(v)
-    return log_v + tf.reduce_sum(tfd.Normal(tf.zeros_like(x), tf.exp(half * v)[..., tf.newaxis]).log_prob(x), -1)
+    return log_v + tf.reduce_sum(
+        tfd.Normal(tf.zeros_like(x), tf.exp(half * v)[..., tf.newaxis]).log_prob(x), -1
+    )

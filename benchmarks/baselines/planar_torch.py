@@ -32,14 +32,18 @@ def u3(z):
     w1 = torch.sin(2 * math.pi * z[:, 0] / 4)
     w2 = 3 * torch.exp(-0.5 * ((z[:, 0] - 1) / 0.6) ** 2)
     d = z[:, 1] - w1
-    return torch.logsumexp(torch.stack([-0.5 * (d / 0.35) ** 2, -0.5 * ((d + w2) / 0.35) ** 2]), dim=0)
+    return torch.logsumexp(
+        torch.stack([-0.5 * (d / 0.35) ** 2, -0.5 * ((d + w2) / 0.35) ** 2]), dim=0
+    )
 
 
 def u4(z):
     w1 = torch.sin(2 * math.pi * z[:, 0] / 4)
     w3 = 3 * torch.sigmoid((z[:, 0] - 1) / 0.3)
     d = z[:, 1] - w1
-    return torch.logsumexp(torch.stack([-0.5 * (d / 0.4) ** 2, -0.5 * ((d + w3) / 0.35) ** 2]), dim=0)
+    return torch.logsumexp(
+        torch.stack([-0.5 * (d / 0.4) ** 2, -0.5 * ((d + w3) / 0.35) ** 2]), dim=0
+    )
 
 
 TARGETS = {"U1": u1, "U2": u2, "U3": u3, "U4": u4}
@@ -58,7 +62,7 @@ class PlanarFlow(torch.nn.Module):
     def sample_and_log_prob(self, n: int):
         z = torch.randn(n, self.dim)
         log_q = -0.5 * (z**2).sum(1) - 0.5 * self.dim * LOG_2PI
-        for u, w, b in zip(self.u, self.w, self.b):
+        for u, w, b in zip(self.u, self.w, self.b, strict=True):
             wu = w @ u
             u_hat = u + (torch.nn.functional.softplus(wu) - 1 - wu) * w / (w @ w)
             t = torch.tanh(z @ w + b)

@@ -6,18 +6,22 @@ from tensorflow_probability.python.internal import tensor_util
 
 
 def check_event_shapes(owner: str, **vectors) -> None:
-    """Raise ValueError unless every vector parameter is [..., D] with one common, static-compatible D."""
+    """Raise ValueError unless every vector parameter is [..., D] with one common static D."""
     sizes = {}
     for name, v in vectors.items():
         shape = tf.TensorShape(v.shape)
         if shape.rank is not None and shape.rank < 1:
-            raise ValueError(f"{owner}: `{name}` must have shape [..., D] (rank >= 1), got shape {shape}.")
+            raise ValueError(
+                f"{owner}: `{name}` must have shape [..., D] (rank >= 1), got shape {shape}."
+            )
         sizes[name] = shape[-1:] if shape.rank is not None else tf.TensorShape([None])
     first, first_size = next(iter(sizes.items()))
     for name, size in sizes.items():
         if not size.is_compatible_with(first_size):
-            raise ValueError(f"{owner}: `{first}` and `{name}` must share the event size D, "
-                             f"got last dimensions {first_size} and {size}.")
+            raise ValueError(
+                f"{owner}: `{first}` and `{name}` must share the event size D, "
+                f"got last dimensions {first_size} and {size}."
+            )
 
 
 def finiteness_checks(owner: str, is_init: bool, **params) -> list:

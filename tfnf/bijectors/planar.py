@@ -12,7 +12,14 @@ from tensorflow_probability.python.internal import dtype_util, parameter_propert
 from tfnf._checks import positive_int
 from tfnf.bijectors._checks import check_event_shapes, finiteness_checks
 
-__all__ = ["PlanarFlow", "Planar", "constrain_u", "identity_u", "INVERSE_ITERATIONS", "SOFTPLUS_INVERSE_OF_1"]
+__all__ = [
+    "PlanarFlow",
+    "Planar",
+    "constrain_u",
+    "identity_u",
+    "INVERSE_ITERATIONS",
+    "SOFTPLUS_INVERSE_OF_1",
+]
 
 # Newton in `_solve_alpha` converges monotonically, quadratically for a well-conditioned map
 # and linearly where w.u_hat -> -1; 50 steps cover both (benchmarks/RESULTS.md). The inverse
@@ -86,22 +93,29 @@ def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: 
     Arguments:
         c, one_plus_m, b: [...] broadcastable; c = w.y, one_plus_m = 1 + w.u_hat.
     """
+
     def g_over_dg(s, k, one_plus_m):
         t = tf.tanh(s)
-        return tf.math.divide_no_nan(s + (one_plus_m - 1.0) * t - k, _jacobian_factor(t, one_plus_m))
+        return tf.math.divide_no_nan(
+            s + (one_plus_m - 1.0) * t - k, _jacobian_factor(t, one_plus_m)
+        )
 
     k = c + b
     k_, one_plus_m_ = tf.stop_gradient(k), tf.stop_gradient(one_plus_m)
     s = tf.sign(k_) * tf.maximum(tf.abs(k_) - (one_plus_m_ - 1.0), 0.0)
-    s = tf.while_loop(lambda i, _: i < iterations, lambda i, s: (i + 1, s - g_over_dg(s, k_, one_plus_m_)),
-                      (tf.constant(0), s), maximum_iterations=iterations)[1]
+    s = tf.while_loop(
+        lambda i, _: i < iterations,
+        lambda i, s: (i + 1, s - g_over_dg(s, k_, one_plus_m_)),
+        (tf.constant(0), s),
+        maximum_iterations=iterations,
+    )[1]
     # One more Newton step, differentiated, gives the implicit-function gradient
     # ds/dtheta = -(dg/dtheta) / g' at the root without backpropagating the loop.
     return s - g_over_dg(s, k, one_plus_m) - b
 
 
 def _step(constants: tuple, z: tf.Tensor) -> tuple:
-    """One planar map from its constants (u_hat, w, b, 1 + w.u_hat): (f(z), log|det df/dz|), eq. 10-12."""
+    """One planar map from (u_hat, w, b, 1 + w.u_hat): (f(z), log|det df/dz|), eq. 10-12."""
     u_hat, w, b, one_plus_m = constants
     t = tf.tanh(_dot(w, z) + b)
     return z + u_hat * t[..., tf.newaxis], tf.math.log(_jacobian_factor(t, one_plus_m))
@@ -125,26 +139,44 @@ class PlanarFlow(tfp.bijectors.AutoCompositeTensorBijector):
         Rezende & Mohamed (2015), eq. 10-12, Appendix A.1.
     """
 
-    def __init__(self, u, w, b, inverse_iterations: int = INVERSE_ITERATIONS,
-                 validate_args: bool = False, name: str = "planar"):
+    def __init__(
+        self,
+        u,
+        w,
+        b,
+        inverse_iterations: int = INVERSE_ITERATIONS,
+        validate_args: bool = False,
+        name: str = "planar",
+    ):
         parameters = dict(locals())
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype([u, w, b], dtype_hint=tf.float32)
             if not dtype_util.is_floating(dtype):
-                raise TypeError(f"PlanarFlow: u, w, b must be floating point, got {dtype_util.name(dtype)}.")
+                raise TypeError(
+                    f"PlanarFlow: u, w, b must be floating point, got {dtype_util.name(dtype)}."
+                )
             self._u = tensor_util.convert_nonref_to_tensor(u, dtype=dtype, name="u")
             self._w = tensor_util.convert_nonref_to_tensor(w, dtype=dtype, name="w")
             self._b = tensor_util.convert_nonref_to_tensor(b, dtype=dtype, name="b")
-            self._inverse_iterations = positive_int(inverse_iterations, "PlanarFlow: inverse_iterations")
+            self._inverse_iterations = positive_int(
+                inverse_iterations, "PlanarFlow: inverse_iterations"
+            )
             check_event_shapes("PlanarFlow", u=self._u, w=self._w)
-            super().__init__(forward_min_event_ndims=1, dtype=dtype, validate_args=validate_args,
-                             parameters=parameters, name=name)
+            super().__init__(
+                forward_min_event_ndims=1,
+                dtype=dtype,
+                validate_args=validate_args,
+                parameters=parameters,
+                name=name,
+            )
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict(u=parameter_properties.ParameterProperties(event_ndims=1),
-                    w=parameter_properties.ParameterProperties(event_ndims=1),
-                    b=parameter_properties.ParameterProperties(event_ndims=0))
+        return dict(
+            u=parameter_properties.ParameterProperties(event_ndims=1),
+            w=parameter_properties.ParameterProperties(event_ndims=1),
+            b=parameter_properties.ParameterProperties(event_ndims=0),
+        )
 
     @property
     def u(self):

@@ -33,7 +33,7 @@ def _solve_radius(r_y: tf.Tensor, alpha: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
 
 
 def _step(constants: tuple, z: tf.Tensor) -> tuple:
-    """One radial map from its constants (z0, alpha, s = alpha + beta): (f(z), log|det df/dz|), eq. 14."""
+    """One radial map from (z0, alpha, s = alpha + beta): (f(z), log|det df/dz|), eq. 14."""
     z0, alpha, s = constants
     d = z - z0
     r = _safe_norm(d)
@@ -42,8 +42,11 @@ def _step(constants: tuple, z: tf.Tensor) -> tuple:
     # (1 + beta h)^(D-1) (1 + beta h + beta h' r) with
     # 1 + beta h + beta h' r = (r^2 + 2 alpha r + alpha s) / (alpha + r)^2, all terms >= 0.
     log_alpha_r = tf.math.log(alpha + r)
-    log_det = ((num_dims - 1.0) * (tf.math.log(s + r) - log_alpha_r)
-               + tf.math.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * log_alpha_r)
+    log_det = (
+        (num_dims - 1.0) * (tf.math.log(s + r) - log_alpha_r)
+        + tf.math.log(r * (r + 2.0 * alpha) + alpha * s)
+        - 2.0 * log_alpha_r
+    )
     return z0 + d * ((s + r) / (alpha + r))[..., tf.newaxis], log_det
 
 
@@ -69,19 +72,28 @@ class RadialFlow(tfp.bijectors.AutoCompositeTensorBijector):
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype([z0, a, b], dtype_hint=tf.float32)
             if not dtype_util.is_floating(dtype):
-                raise TypeError(f"RadialFlow: z0, a, b must be floating point, got {dtype_util.name(dtype)}.")
+                raise TypeError(
+                    f"RadialFlow: z0, a, b must be floating point, got {dtype_util.name(dtype)}."
+                )
             self._z0 = tensor_util.convert_nonref_to_tensor(z0, dtype=dtype, name="z0")
             self._a = tensor_util.convert_nonref_to_tensor(a, dtype=dtype, name="a")
             self._b = tensor_util.convert_nonref_to_tensor(b, dtype=dtype, name="b")
             check_event_shapes("RadialFlow", z0=self._z0)
-            super().__init__(forward_min_event_ndims=1, dtype=dtype, validate_args=validate_args,
-                             parameters=parameters, name=name)
+            super().__init__(
+                forward_min_event_ndims=1,
+                dtype=dtype,
+                validate_args=validate_args,
+                parameters=parameters,
+                name=name,
+            )
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict(z0=parameter_properties.ParameterProperties(event_ndims=1),
-                    a=parameter_properties.ParameterProperties(event_ndims=0),
-                    b=parameter_properties.ParameterProperties(event_ndims=0))
+        return dict(
+            z0=parameter_properties.ParameterProperties(event_ndims=1),
+            a=parameter_properties.ParameterProperties(event_ndims=0),
+            b=parameter_properties.ParameterProperties(event_ndims=0),
+        )
 
     @property
     def z0(self):

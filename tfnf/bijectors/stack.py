@@ -20,19 +20,31 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
             `tfnf.bijectors.PlanarFlow(u=[K, D], w=[K, D], b=[K])`. K must be static.
     """
 
-    def __init__(self, layers: tfp.bijectors.Bijector, validate_args: bool = False, name: str = "stack"):
+    def __init__(
+        self, layers: tfp.bijectors.Bijector, validate_args: bool = False, name: str = "stack"
+    ):
         parameters = dict(locals())
         with tf.name_scope(name) as name:
             batch_shape = layers.experimental_batch_shape()
             if batch_shape.rank is None or batch_shape.rank < 1 or batch_shape[0] is None:
-                raise ValueError(f"Stack: `layers` needs a static leading batch axis K, got batch shape {batch_shape}.")
+                raise ValueError(
+                    "Stack: `layers` needs a static leading batch axis K, got batch shape "
+                    f"{batch_shape}."
+                )
             if layers.forward_min_event_ndims != 1:
-                raise ValueError("Stack: `layers` must act on vector events (forward_min_event_ndims = 1).")
+                raise ValueError(
+                    "Stack: `layers` must act on vector events (forward_min_event_ndims = 1)."
+                )
             self._layers = layers
             self._num_layers = int(batch_shape[0])
             self._last_sweep = None
-            super().__init__(forward_min_event_ndims=1, dtype=layers.dtype, validate_args=validate_args,
-                             parameters=parameters, name=name)
+            super().__init__(
+                forward_min_event_ndims=1,
+                dtype=layers.dtype,
+                validate_args=validate_args,
+                parameters=parameters,
+                name=name,
+            )
 
     @property
     def layers(self) -> tfp.bijectors.Bijector:
@@ -43,7 +55,7 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         return self._num_layers
 
     def __getitem__(self, slices) -> "Stack":
-        """Batch slicing: every map keeps its place on the leading axis K and is sliced behind it."""
+        """Batch slicing: each map keeps its place on the leading axis K, sliced behind it."""
         slices = slices if isinstance(slices, tuple) else (slices,)
         return Stack(self._layers[(slice(None), *slices)], validate_args=self.validate_args)
 
@@ -62,8 +74,12 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         """
         layers = self._layers
         names = layers.parameter_properties()
-        return type(layers)(**{**layers.parameters,
-                               **{name: tf.gather(layers.parameters[name], k) for name in names}})
+        return type(layers)(
+            **{
+                **layers.parameters,
+                **{name: tf.gather(layers.parameters[name], k) for name in names},
+            }
+        )
 
     def _loop(self, body, state, reverse=False):
         """Run body(layer_k, *state) -> state for k = 0..K-1 (K-1..0 if reverse)."""
@@ -72,8 +88,12 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         def step(k, *state):
             return (k + 1, *body(self._slice(last - k if reverse else k), *state))
 
-        return tf.while_loop(lambda k, *_: k < self._num_layers, step, (tf.constant(0), *state),
-                             maximum_iterations=self._num_layers)[1:]
+        return tf.while_loop(
+            lambda k, *_: k < self._num_layers,
+            step,
+            (tf.constant(0), *state),
+            maximum_iterations=self._num_layers,
+        )[1:]
 
     def forward_and_log_det(self, x):
         """(f(x), log|det df/dx|) in one sweep; x: [..., D] -> ([..., D], [...])."""
@@ -82,6 +102,7 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         ldj = ldj + tf.zeros(self._batch_shape_tensor(1), x.dtype)
 
         if not hasattr(self._layers, "constants_and_step"):
+
             def body(layer, z, ldj):
                 return layer.forward(z), ldj + layer.forward_log_det_jacobian(z, event_ndims=1)
 
@@ -143,8 +164,9 @@ def _sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tu
             return k + 1, y, ldj + log_det, zs.write(k, z)
 
         inputs = tf.TensorArray(x.dtype, size=num_layers, element_shape=x.shape)
-        _, y, ldj, inputs = tf.while_loop(lambda k, *_: k < num_layers, body, (0, x, ldj, inputs),
-                                          maximum_iterations=num_layers)
+        _, y, ldj, inputs = tf.while_loop(
+            lambda k, *_: k < num_layers, body, (0, x, ldj, inputs), maximum_iterations=num_layers
+        )
         inputs = inputs.stack()
 
         def grad(grad_y, grad_ldj):
@@ -155,13 +177,27 @@ def _sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tu
                 with tf.GradientTape() as tape:
                     tape.watch([z, *c])
                     y, log_det = step(tf.nest.pack_sequence_as(constants, c), z)
-                grad_z, *grad_c = tape.gradient([y, log_det], [z, *c], output_gradients=[grad_z, grad_ldj],
-                                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return (j + 1, grad_z, *[g.write(k, gc) for g, gc in zip(grads, grad_c)])
+                grad_z, *grad_c = tape.gradient(
+                    [y, log_det],
+                    [z, *c],
+                    output_gradients=[grad_z, grad_ldj],
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+                return (
+                    j + 1,
+                    grad_z,
+                    *[g.write(k, gc) for g, gc in zip(grads, grad_c, strict=True)],
+                )
 
-            grads = [tf.TensorArray(t.dtype, size=num_layers, element_shape=t.shape[1:]) for t in flat]
-            out = tf.while_loop(lambda j, *_: j < num_layers, back, (0, grad_y, *grads),
-                                maximum_iterations=num_layers)
+            grads = [
+                tf.TensorArray(t.dtype, size=num_layers, element_shape=t.shape[1:]) for t in flat
+            ]
+            out = tf.while_loop(
+                lambda j, *_: j < num_layers,
+                back,
+                (0, grad_y, *grads),
+                maximum_iterations=num_layers,
+            )
             return (out[1], grad_ldj, *[g.stack() for g in out[2:]])
 
         return (y, ldj), grad

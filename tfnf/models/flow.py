@@ -5,7 +5,7 @@ References:
 """
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -50,9 +50,19 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             so runs repeat exactly and resume exactly after BackupAndRestore.
     """
 
-    def __init__(self, event_size: int, num_layers: int, flow: str = "planar",
-                 target_log_prob=None, trainable_base: bool = True, beta_schedule: Schedule = 1.0,
-                 flow_options: Optional[dict] = None, seed: Optional[int] = None, base: str = "diagonal", **kwargs):
+    def __init__(
+        self,
+        event_size: int,
+        num_layers: int,
+        flow: str = "planar",
+        target_log_prob=None,
+        trainable_base: bool = True,
+        beta_schedule: Schedule = 1.0,
+        flow_options: dict | None = None,
+        seed: int | None = None,
+        base: str = "diagonal",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         dtype = self._float_policy()
         self.event_size = positive_int(event_size, "event_size")
@@ -62,13 +72,17 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         self.flow_options = dict(flow_options or {})
         flow_class = layers.get_flow(flow)
         if base not in layers.BASES:
-            raise ValueError(f"base must be one of {', '.join(sorted(layers.BASES))}, got {base!r}.")
+            raise ValueError(
+                f"base must be one of {', '.join(sorted(layers.BASES))}, got {base!r}."
+            )
         self.base_kind = base
         self.base = layers.BASES[base](trainable=self.trainable_base, dtype=dtype, name="base")
         self.base.build((event_size,))
         self.flow_layer = None
         if num_layers:
-            self.flow_layer = flow_class(num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options)
+            self.flow_layer = flow_class(
+                num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options
+            )
             self.flow_layer.build((event_size,))
         self._init_training(seed)
         self.beta_schedule = beta_schedule
@@ -96,8 +110,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
         return tfd.TransformedDistribution(self.base.distribution(), self.bijector)
 
-    def surrogate_posterior(self, bijector: Optional[tfb.Bijector] = None) -> tf.Module:
-        """q_K for `tfp.vi`: a distribution rebuilt from this model's weights at each use, holding them as variables.
+    def surrogate_posterior(self, bijector: tfb.Bijector | None = None) -> tf.Module:
+        """q_K for `tfp.vi`: rebuilt from this model's weights at each use, holding them.
 
         A `tfp.experimental.util.DeferredModule`: it forwards every method
         (`sample`, `log_prob`, ...) to `distribution` built afresh, and its
@@ -111,11 +125,14 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             bijector: a map applied to q_K, e.g. `tfnf.targets.JointTarget.bijector`, so
                 that samples come in a joint model's structure and support.
         """
+
         def build(*_):  # the weights are read through the model; passing them makes them tracked
             q = self.distribution
             return q if bijector is None else tfd.TransformedDistribution(q, bijector)
 
-        return tfp.experimental.util.DeferredModule(build, *[w.value for w in self.trainable_weights])
+        return tfp.experimental.util.DeferredModule(
+            build, *[w.value for w in self.trainable_weights]
+        )
 
     def sample_and_log_prob(self, n: int, seed, rows=None) -> tuple:
         """n draws z of q_K and ln q_K(z), in one forward sweep: what `train_step` uses.
@@ -141,7 +158,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
     # -- the target -------------------------------------------------------
 
     @property
-    def target_log_prob(self) -> Optional[Callable]:
+    def target_log_prob(self) -> Callable | None:
         return self._target_log_prob
 
     @target_log_prob.setter
@@ -153,20 +170,28 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if isinstance(target, tfd.Distribution):
             event_shape = target.event_shape
             if event_shape.rank is not None and event_shape != [self.event_size]:
-                raise ValueError(f"target_log_prob: the distribution's event_shape {event_shape} does not "
-                                 f"match event_size={self.event_size}.")
+                raise ValueError(
+                    f"target_log_prob: the distribution's event_shape {event_shape} does not "
+                    f"match event_size={self.event_size}."
+                )
         log_prob = targets.as_log_prob(target)
         probe = tf.zeros([3, self.event_size], self.compute_dtype)
         try:
             out = tf.convert_to_tensor(log_prob(probe))
         except Exception as error:
-            raise ValueError(f"target_log_prob failed on z of shape {tuple(probe.shape)} "
-                             f"(event_size={self.event_size}): {error}") from error
+            raise ValueError(
+                f"target_log_prob failed on z of shape {tuple(probe.shape)} "
+                f"(event_size={self.event_size}): {error}"
+            ) from error
         if out.shape != [3]:
-            raise ValueError(f"target_log_prob must map z [..., D] to [...]; for z of shape "
-                             f"{tuple(probe.shape)} it returned shape {tuple(out.shape)}, expected (3,).")
+            raise ValueError(
+                f"target_log_prob must map z [..., D] to [...]; for z of shape "
+                f"{tuple(probe.shape)} it returned shape {tuple(out.shape)}, expected (3,)."
+            )
         if not out.dtype.is_floating:
-            raise TypeError(f"target_log_prob must return floating log-densities, got {out.dtype.name}.")
+            raise TypeError(
+                f"target_log_prob must return floating log-densities, got {out.dtype.name}."
+            )
         return log_prob
 
     # -- training ---------------------------------------------------------
@@ -189,10 +214,12 @@ class NormalizingFlow(GuardedTraining, keras.Model):
 
         update, *_ = self._guarded_update(draw, rows)
         self.beta_tracker.update_state(update.beta)
-        return self._track(update.finite, {self.loss_tracker: update.loss, self.bound_tracker: update.bound})
+        return self._track(
+            update.finite, {self.loss_tracker: update.loss, self.bound_tracker: update.bound}
+        )
 
     def make_train_function(self, force=False):
-        """Keras' train function, or under XLA on one device, all `steps_per_execution` steps as one XLA program.
+        """Keras' train function; under XLA on one device, an execution's steps as one XLA program.
 
         The step reads no data, so under XLA the loop over the steps of an
         execution can run inside the compiled program, sparing the iterator and
@@ -209,14 +236,30 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         @tf.function(jit_compile=True)
         def execution():
             # The trackers' results carry the structure; each step's results replace them.
-            return tf.while_loop(lambda i, _: i < num_steps, lambda i, _: (i + 1, self.train_step(None)),
-                                 (tf.constant(0), self._results()), maximum_iterations=num_steps)[1]
+            return tf.while_loop(
+                lambda i, _: i < num_steps,
+                lambda i, _: (i + 1, self.train_step(None)),
+                (tf.constant(0), self._results()),
+                maximum_iterations=num_steps,
+            )[1]
 
-        self.train_function = lambda iterator: execution()  # the data are the dummy rows `fit` makes
+        self.train_function = lambda iterator: (
+            execution()
+        )  # the data are the dummy rows `fit` makes
         return self.train_function
 
-    def fit(self, x=None, y=None, batch_size: int = 4096, epochs: int = 1, *, steps: Optional[int] = None,
-            steps_per_epoch: Optional[int] = None, callbacks=None, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: int = 4096,
+        epochs: int = 1,
+        *,
+        steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        callbacks=None,
+        **kwargs,
+    ):
         """Train by reverse KL on samples of q; no data.
 
         Either `steps` (total updates, split into epochs of `steps_per_epoch`,
@@ -234,30 +277,44 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                 those after the last good step.
         """
         if x is not None or y is not None:
-            raise ValueError("NormalizingFlow.fit trains on samples of q and takes no data: x and y must be None.")
+            raise ValueError(
+                "NormalizingFlow.fit trains on samples of q and takes no data: x and y must be "
+                "None."
+            )
         if self._target_log_prob is None:
-            raise ValueError("NormalizingFlow.fit needs a target: set `target_log_prob` "
-                             "(a target name, a callable or a tfd.Distribution).")
+            raise ValueError(
+                "NormalizingFlow.fit needs a target: set `target_log_prob` "
+                "(a target name, a callable or a tfd.Distribution)."
+            )
         self._check_compiled()
         batch_size = positive_int(batch_size, "batch_size")
         replicas = self.distribute_strategy.num_replicas_in_sync
         if batch_size % replicas:
-            raise ValueError(f"batch_size ({batch_size}) must be a multiple of the strategy's {replicas} replicas: "
-                             f"each replica draws batch_size / {replicas} samples.")
-        steps_per_epoch = positive_int(steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch")
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a multiple of the strategy's {replicas} "
+                "replicas: "
+                f"each replica draws batch_size / {replicas} samples."
+            )
+        steps_per_epoch = positive_int(
+            steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch"
+        )
         if steps is not None:
             epochs = math.ceil(positive_int(steps, "steps") / steps_per_epoch)
         per_execution = self.steps_per_execution or 1
         if steps_per_epoch % per_execution:
-            raise ValueError(f"steps_per_epoch ({steps_per_epoch}) must be a multiple of the compiled "
-                             f"steps_per_execution ({per_execution}); Keras would run extra steps otherwise.")
+            raise ValueError(
+                f"steps_per_epoch ({steps_per_epoch}) must be a multiple of the compiled "
+                f"steps_per_execution ({per_execution}); Keras would run extra steps otherwise."
+            )
         if batch_size != self.batch_size:
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
         # One dummy row per replica (a strategy splits each element between the replicas).
         no_data = tf.data.Dataset.from_tensors(tf.zeros([replicas])).repeat()
         kwargs.setdefault("shuffle", False)
-        return super().fit(no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
+        return super().fit(
+            no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs
+        )
 
     # -- saving -----------------------------------------------------------
 
@@ -265,11 +322,18 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         schedule = self.beta_schedule
         if not isinstance(schedule, (int, float)):
             schedule = keras.saving.serialize_keras_object(schedule)
-        return {**super().get_config(), "event_size": self.event_size, "num_layers": self.num_layers,
-                "flow": self.flow, "target_log_prob": self._target_spec,
-                "trainable_base": self.trainable_base, "beta_schedule": schedule,
-                "flow_options": keras.saving.serialize_keras_object(self.flow_options),
-                "seed": self._sampler_seed, "base": self.base_kind}
+        return {
+            **super().get_config(),
+            "event_size": self.event_size,
+            "num_layers": self.num_layers,
+            "flow": self.flow,
+            "target_log_prob": self._target_spec,
+            "trainable_base": self.trainable_base,
+            "beta_schedule": schedule,
+            "flow_options": keras.saving.serialize_keras_object(self.flow_options),
+            "seed": self._sampler_seed,
+            "base": self.base_kind,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -280,7 +344,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         return cls(**config)
 
 
-def _registered_name(target) -> Optional[str]:
+def _registered_name(target) -> str | None:
     """The registry name of a built-in target, so it can be saved; None for anything else."""
     for name in targets.names():
         if targets.get(name) is target:
@@ -288,26 +352,56 @@ def _registered_name(target) -> Optional[str]:
     return None
 
 
-
-def fit_flow(target, *, num_layers: int, event_size: int = 2, flow: str = "planar", steps: int = 2000, batch_size: int = 4096,
-             learning_rate: float = 1e-2, decay: bool = True, anneal: bool = False, seed: int = 0, dtype: str = "float32",
-             steps_per_execution: int = 10, base: str = "diagonal", **fit_kwargs) -> NormalizingFlow:
-    """Build, compile and fit a NormalizingFlow on a target: the loop behind the commands and notebooks.
+def fit_flow(
+    target,
+    *,
+    num_layers: int,
+    event_size: int = 2,
+    flow: str = "planar",
+    steps: int = 2000,
+    batch_size: int = 4096,
+    learning_rate: float = 1e-2,
+    decay: bool = True,
+    anneal: bool = False,
+    seed: int = 0,
+    dtype: str = "float32",
+    steps_per_execution: int = 10,
+    base: str = "diagonal",
+    **fit_kwargs,
+) -> NormalizingFlow:
+    """Build, compile and fit a NormalizingFlow on a target: what the commands and notebooks run.
 
     Adam from `learning_rate` (1e-2, as in the seed scripts). With `decay` the
     rate falls along a cosine to a tenth of it by the last step, so that the late
     steps stop jittering about the optimum (benchmarks/RESULTS.md). `anneal`
     uses `paper_annealing()`. `steps` is rounded up to a multiple of `steps_per_execution`.
-    `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see `NormalizingFlow`).
+    `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see
+    `NormalizingFlow`).
     """
     keras.utils.set_random_seed(seed)
-    model = NormalizingFlow(event_size=event_size, num_layers=num_layers, flow=flow, target_log_prob=target,
-                            beta_schedule=paper_annealing() if anneal else 1.0, seed=seed, dtype=dtype, base=base)
+    model = NormalizingFlow(
+        event_size=event_size,
+        num_layers=num_layers,
+        flow=flow,
+        target_log_prob=target,
+        beta_schedule=paper_annealing() if anneal else 1.0,
+        seed=seed,
+        dtype=dtype,
+        base=base,
+    )
     per_execution = max(1, min(steps_per_execution, steps))
     total = per_execution * math.ceil(steps / per_execution)
-    rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total, alpha=0.1) if decay else learning_rate
+    rate = (
+        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total, alpha=0.1)
+        if decay
+        else learning_rate
+    )
     model.compile(optimizer=keras.optimizers.Adam(rate), steps_per_execution=per_execution)
     steps_per_epoch = per_execution * max(1, 100 // per_execution)
-    model.fit(steps=total, steps_per_epoch=min(steps_per_epoch, total), batch_size=batch_size,
-              **{"verbose": 0, **fit_kwargs})
+    model.fit(
+        steps=total,
+        steps_per_epoch=min(steps_per_epoch, total),
+        batch_size=batch_size,
+        **{"verbose": 0, **fit_kwargs},
+    )
     return model

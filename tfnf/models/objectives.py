@@ -4,14 +4,12 @@ References:
     Rezende & Mohamed (2015), section 6 (annealed free energy) and eq. 13.
 """
 
-from typing import Union
-
 import keras
 import tensorflow as tf
 
 __all__ = ["Schedule", "annealed_free_energy", "beta_at", "paper_annealing", "reverse_kl"]
 
-Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+Schedule = float | keras.optimizers.schedules.LearningRateSchedule
 
 
 def paper_annealing() -> keras.optimizers.schedules.LearningRateSchedule:
@@ -25,7 +23,7 @@ def paper_annealing() -> keras.optimizers.schedules.LearningRateSchedule:
 
 
 def beta_at(schedule: Schedule, step, dtype) -> tf.Tensor:
-    """The inverse temperature at `step`: the schedule's value, or the constant itself; a scalar of `dtype`."""
+    """The inverse temperature at `step` (the schedule's value, or the constant): a scalar."""
     return tf.cast(schedule(step) if callable(schedule) else schedule, dtype)
 
 

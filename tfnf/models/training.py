@@ -1,4 +1,4 @@
-"""What tfnf's Keras models share: the guarded reverse-KL update, step seeds, XLA, the non-finite stop.
+"""What tfnf's models share: the guarded reverse-KL update, step seeds, XLA, the non-finite stop.
 
 References:
     Rezende & Mohamed (2015), section 6 (annealed free energy).
@@ -7,7 +7,8 @@ References:
 import math
 import random
 import warnings
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -36,9 +37,10 @@ class Update(NamedTuple):
 
 def multi_worker(strategy) -> bool:
     """Whether `strategy` is a MultiWorkerMirroredStrategy running with several workers."""
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.extended._in_multi_worker_mode()  # as Keras' own test before reducing
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )  # as Keras' own test before reducing
 
 
 def under_strategy(model: keras.Model) -> bool:
@@ -47,7 +49,7 @@ def under_strategy(model: keras.Model) -> bool:
 
 
 class GuardedTraining:
-    """Mixed into a `keras.Model` (before it): XLA by default, stateless step seeds, non-finite steps skipped.
+    """Mixed into a `keras.Model` (before it): XLA on, stateless seeds, non-finite steps skipped.
 
     The model calls `_init_training(seed)` in `__init__`, and its `train_step`
     calls `_guarded_update` with a function that draws the step's samples and
@@ -61,29 +63,43 @@ class GuardedTraining:
     def _float_policy(self):
         """The model's dtype policy, if float32 or float64 throughout; else a TypeError."""
         policy = self.dtype_policy
-        if policy.compute_dtype not in ("float32", "float64") or policy.variable_dtype != policy.compute_dtype:
-            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {policy.name!r}.")
+        if (
+            policy.compute_dtype not in ("float32", "float64")
+            or policy.variable_dtype != policy.compute_dtype
+        ):
+            raise TypeError(
+                f"{type(self).__name__}: dtype must be float32 or float64, got {policy.name!r}."
+            )
         return policy
 
-    def _init_training(self, seed: Optional[int]):
+    def _init_training(self, seed: int | None):
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
         # BackupAndRestore (which restores the optimizer's step) draws what it would have.
         self._sampler_seed = seed if seed is not None else random.randrange(2**31)
         # Under a tf.distribute strategy every replica records the same step (the
         # finiteness test is all-reduced), so the first replica's write stands.
         self.first_non_finite_step = keras.Variable(
-            -1, dtype="int64", trainable=False, name="first_non_finite_step", aggregation="only_first_replica"
+            -1,
+            dtype="int64",
+            trainable=False,
+            name="first_non_finite_step",
+            aggregation="only_first_replica",
         )
 
     def _step_seed(self) -> tf.Tensor:
-        return tf.stack([tf.constant(self._sampler_seed, tf.int32), tf.cast(self.optimizer.iterations, tf.int32)])
+        return tf.stack(
+            [
+                tf.constant(self._sampler_seed, tf.int32),
+                tf.cast(self.optimizer.iterations, tf.int32),
+            ]
+        )
 
     def _beta(self) -> tf.Tensor:
         return beta_at(self.beta_schedule, self.optimizer.iterations, self.compute_dtype)
 
     # -- the update -------------------------------------------------------
 
-    def _guarded_update(self, draw: Callable[[], tuple], rows: Optional[ReplicaRows]) -> tuple:
+    def _guarded_update(self, draw: Callable[[], tuple], rows: ReplicaRows | None) -> tuple:
         """One step on the annealed reverse KL, mean(ln q - beta ln p~), applied only if finite.
 
         Arguments:
@@ -99,10 +115,17 @@ class GuardedTraining:
             log_q, log_p, *more = draw()
             per_sample = annealed_free_energy(log_q, log_p, beta)
             loss = tf.reduce_mean(per_sample)
-            share = loss if rows is None else tf.reduce_sum(per_sample) / tf.cast(rows.total, loss.dtype)
+            share = (
+                loss
+                if rows is None
+                else tf.reduce_sum(per_sample) / tf.cast(rows.total, loss.dtype)
+            )
         variables = self.trainable_variables
         finite = self._apply_if_finite(loss, tape.gradient(share, variables), variables)
-        return (Update(finite, beta, log_q, log_p, per_sample, loss, tf.reduce_mean(log_q - log_p)), *more)
+        return (
+            Update(finite, beta, log_q, log_p, per_sample, loss, tf.reduce_mean(log_q - log_p)),
+            *more,
+        )
 
     def _apply_if_finite(self, loss: tf.Tensor, grads: list, variables: list) -> tf.Tensor:
         """Apply the update if loss and gradients are finite; returns that condition.
@@ -114,18 +137,27 @@ class GuardedTraining:
         replicas agree: a step is skipped everywhere if it is not finite on one.
         """
         finite = tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None] + [tf.math.is_finite(loss)]
+            [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+            + [tf.math.is_finite(loss)]
         )
         replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:  # every replica takes the same branch
+        if (
+            replica is not None and replica.num_replicas_in_sync > 1
+        ):  # every replica takes the same branch
             finite = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.int32)) == 0
         apply = finite & (self.first_non_finite_step < 0)
-        if tf.distribute.has_strategy() and not tf.__internal__.distribute.strategy_supports_no_merge_call():
+        if (
+            tf.distribute.has_strategy()
+            and not tf.__internal__.distribute.strategy_supports_no_merge_call()
+        ):
             # The optimizer's all-reduce is a merge_call, which no strategy allows inside a cond in
-            # replica context: the cond moves to cross-replica context, as Keras' LossScaleOptimizer does.
+            # replica context: the cond moves to cross-replica context, as Keras'
+            # LossScaleOptimizer does.
             def cross_replica(strategy, apply, grads):
                 def update():
-                    return strategy.extended.call_for_each_replica(self.optimizer.apply, args=(grads, variables))
+                    return strategy.extended.call_for_each_replica(
+                        self.optimizer.apply, args=(grads, variables)
+                    )
 
                 tf.cond(strategy.experimental_local_results(apply)[0], update, lambda: None)
 
@@ -142,7 +174,7 @@ class GuardedTraining:
         return finite
 
     def _track(self, finite: tf.Tensor, values: dict) -> dict:
-        """Update each tracker with its value, NaN where the step was skipped; the trackers' results.
+        """Update each tracker with its value (NaN where the step was skipped); their results.
 
         Arguments:
             finite: whether the step's update was applied.
@@ -176,7 +208,9 @@ class GuardedTraining:
         """
         if jit_compile == "auto":
             jit_compile = not (
-                kwargs.get("run_eagerly", False) or tf.distribute.has_strategy() or not self._xla_friendly()
+                kwargs.get("run_eagerly", False)
+                or tf.distribute.has_strategy()
+                or not self._xla_friendly()
             )
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         # The weights exist from __init__ on, so the optimizer's state can too: a
@@ -185,7 +219,7 @@ class GuardedTraining:
             self.optimizer.build(self.trainable_variables)
 
     def _xla_friendly(self) -> bool:
-        """Whether XLA helps this model's step; a model whose parts are known to compile badly says no."""
+        """Whether XLA helps this model's step; one whose parts compile badly says no."""
         return True
 
     def compile_from_config(self, config):

@@ -1,4 +1,4 @@
-"""The deep latent Gaussian model (a VAE) with a flow posterior, and its importance-sampled likelihood.
+"""The deep latent Gaussian model (a VAE) with a flow posterior, and its likelihood by IS.
 
 References:
     Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015,
@@ -6,7 +6,7 @@ References:
 """
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -19,20 +19,26 @@ from tfnf.models.objectives import annealed_free_energy, paper_annealing
 from tfnf.models.training import GuardedTraining
 from tfnf.sampling import replica_rows
 
-__all__ = ["FlowVAE", "Maxout", "NegativeLogLikelihood", "bernoulli_log_prob", "negative_log_likelihood"]
+__all__ = [
+    "FlowVAE",
+    "Maxout",
+    "NegativeLogLikelihood",
+    "bernoulli_log_prob",
+    "negative_log_likelihood",
+]
 
 tfd = tfp.distributions
 
 
 def bernoulli_log_prob(x: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """log p(x | z) of independent Bernoulli pixels, summed: x [..., P] in [0, 1], logits [..., P] -> [...]."""
+    """log p(x | z) of independent Bernoulli pixels: x, logits [..., P] -> [...], x in [0, 1]."""
     x = tf.broadcast_to(x, tf.shape(logits))
     return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class Maxout(keras.layers.Layer):
-    """Maxout (Goodfellow et al. 2013): Dense(units * pieces), then the max over each window of `pieces`.
+    """Maxout (Goodfellow et al. 2013): Dense(units * pieces), then the max over each window.
 
     Unit j is the max of outputs j * pieces ... (j + 1) * pieces - 1 of the Dense
     layer: [..., H] -> [..., units].
@@ -48,7 +54,9 @@ class Maxout(keras.layers.Layer):
 
     def call(self, x):
         y = self.dense(x)
-        return tf.reduce_max(tf.reshape(y, tf.concat([tf.shape(y)[:-1], [self.units, self.pieces]], 0)), axis=-1)
+        return tf.reduce_max(
+            tf.reshape(y, tf.concat([tf.shape(y)[:-1], [self.units, self.pieces]], 0)), axis=-1
+        )
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -59,7 +67,7 @@ class Maxout(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfnf")
 class FlowVAE(GuardedTraining, keras.Model):
-    """The paper's DLGM: x -> q_K(z | x) (a diagonal Gaussian through K amortised flow maps) -> p(x | z).
+    """The paper's DLGM: x -> q_K(z | x) (a diagonal Gaussian through K amortised maps) -> p(x | z).
 
     Encoder and decoder are MLPs of maxout layers; the decoder's last layer gives
     Bernoulli logits of the pixels; the prior is N(0, I). `fit(x)` minimises the
@@ -67,7 +75,8 @@ class FlowVAE(GuardedTraining, keras.Model):
     inverse temperature beta_t = min(1, 0.01 + t / 10000) multiplies
     ln p(x, z) = ln p(x | z) + ln p(z) (section 6):
 
-        loss = mean( ln q_K(z | x) - beta_t ln p(x, z) ),  elbo = mean( ln p(x, z) - ln q_K(z | x) ).
+        loss = mean( ln q_K(z | x) - beta_t ln p(x, z) ),  elbo = mean( ln p(x, z) - ln q_K(z | x)
+        ).
 
     Training reports `loss`, `elbo`, `reconstruction` = mean ln p(x | z) and
     `kl` = mean( ln q_K(z | x) - ln p(z) ), so elbo = reconstruction - kl,
@@ -96,9 +105,21 @@ class FlowVAE(GuardedTraining, keras.Model):
         Rezende & Mohamed (2015), sections 4.2, 6 and 6.2.
     """
 
-    def __init__(self, latent_size: int = 40, hidden_units: int = 400, num_layers: int = 0, flow: str = "planar",
-                 *, data_size: int = 784, hidden_layers: int = 1, maxout_pieces: int = 4, scale: str = "softplus",
-                 anneal: bool = False, seed: Optional[int] = None, **kwargs):
+    def __init__(
+        self,
+        latent_size: int = 40,
+        hidden_units: int = 400,
+        num_layers: int = 0,
+        flow: str = "planar",
+        *,
+        data_size: int = 784,
+        hidden_layers: int = 1,
+        maxout_pieces: int = 4,
+        scale: str = "softplus",
+        anneal: bool = False,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         dtype = self._float_policy()
         self.latent_size = positive_int(latent_size, "latent_size")
@@ -110,12 +131,15 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.flow, self.scale, self.anneal = flow, scale, bool(anneal)
 
         def maxouts(prefix):
-            return [Maxout(hidden_units, maxout_pieces, dtype=dtype, name=f"{prefix}_{i}")
-                    for i in range(hidden_layers)]
+            return [
+                Maxout(hidden_units, maxout_pieces, dtype=dtype, name=f"{prefix}_{i}")
+                for i in range(hidden_layers)
+            ]
 
         self.encoder = keras.Sequential(maxouts("encoder_maxout"), name="encoder")
-        self.posterior_layer = AmortizedFlow(latent_size, num_layers, flow=flow, scale=scale, dtype=dtype,
-                                             name="posterior")
+        self.posterior_layer = AmortizedFlow(
+            latent_size, num_layers, flow=flow, scale=scale, dtype=dtype, name="posterior"
+        )
         logits = keras.layers.Dense(data_size, dtype=dtype, name="logits")
         self.decoder = keras.Sequential([*maxouts("decoder_maxout"), logits], name="decoder")
         self.encoder.build((None, data_size))
@@ -137,7 +161,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         return tfd.MultivariateNormalDiag(loc=tf.zeros([self.latent_size], self.compute_dtype))
 
     def posterior_parameters(self, x) -> dict:
-        """The parameters of q_K(z | x) for images x: [B, P] (see `tfnf.layers.AmortizedFlow.call`)."""
+        """The parameters of q_K(z | x) for images x: [B, P] (`layers.AmortizedFlow.call`)."""
         return self.posterior_layer(self.encoder(tf.cast(x, self.compute_dtype)))
 
     def posterior(self, x) -> tfd.TransformedDistribution:
@@ -147,7 +171,9 @@ class FlowVAE(GuardedTraining, keras.Model):
     def decode(self, z) -> tf.Tensor:
         """Bernoulli logits of the pixels: z [..., D] -> [..., P]."""
         z = tf.convert_to_tensor(z, self.compute_dtype)
-        logits = self.decoder(tf.reshape(z, [-1, self.latent_size]))  # a Sequential takes [N, D] only
+        logits = self.decoder(
+            tf.reshape(z, [-1, self.latent_size])
+        )  # a Sequential takes [N, D] only
         return tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [self.data_size]], 0))
 
     def call(self, x):
@@ -167,8 +193,9 @@ class FlowVAE(GuardedTraining, keras.Model):
                 whose noise is drawn as one device would.
         """
         x = tf.cast(x, self.compute_dtype)
-        z, log_q = self.posterior_layer.sample_and_log_prob(self.posterior_parameters(x), seed, tuple(sample_shape),
-                                                            rows)
+        z, log_q = self.posterior_layer.sample_and_log_prob(
+            self.posterior_parameters(x), seed, tuple(sample_shape), rows
+        )
         return bernoulli_log_prob(x, self.decode(z)), self.prior.log_prob(z), log_q
 
     # -- training ---------------------------------------------------------
@@ -180,8 +207,12 @@ class FlowVAE(GuardedTraining, keras.Model):
     def _track_terms(self, finite, per_image_loss, log_px_z, log_pz, log_q) -> dict:
         # Per-image values: the trackers average over images, not batches, so a short last
         # batch (or one that a strategy splits unevenly between replicas) counts by its size.
-        values = {self.loss_tracker: per_image_loss, self.elbo_tracker: log_px_z + log_pz - log_q,
-                  self.reconstruction_tracker: log_px_z, self.kl_tracker: log_q - log_pz}
+        values = {
+            self.loss_tracker: per_image_loss,
+            self.elbo_tracker: log_px_z + log_pz - log_q,
+            self.reconstruction_tracker: log_px_z,
+            self.kl_tracker: log_q - log_pz,
+        }
         return self._track(finite, values)
 
     def train_step(self, data):
@@ -197,8 +228,12 @@ class FlowVAE(GuardedTraining, keras.Model):
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=replica_rows(tf.shape(x)[0]))
-        return self._track_terms(True, annealed_free_energy(log_q, log_px_z + log_pz), log_px_z, log_pz, log_q)
+        log_px_z, log_pz, log_q = self.log_weight_terms(
+            x, self._step_seed(), rows=replica_rows(tf.shape(x)[0])
+        )
+        return self._track_terms(
+            True, annealed_free_energy(log_q, log_px_z + log_pz), log_px_z, log_pz, log_q
+        )
 
     def _check_images(self, x, caller: str):
         if isinstance(x, tf.data.Dataset):
@@ -206,12 +241,16 @@ class FlowVAE(GuardedTraining, keras.Model):
             spec = spec[0] if isinstance(spec, tuple) else spec
             shape = getattr(spec, "shape", None)
         elif x is None:
-            raise ValueError(f"FlowVAE.{caller}: x must be images [B, {self.data_size}] or a dataset of them.")
+            raise ValueError(
+                f"FlowVAE.{caller}: x must be images [B, {self.data_size}] or a dataset of them."
+            )
         else:
             shape = getattr(x, "shape", None)
         if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.data_size)):
-            raise ValueError(f"FlowVAE.{caller}: x must hold images of data_size={self.data_size} pixels, "
-                             f"shape [B, {self.data_size}]; got shape {tuple(shape)}.")
+            raise ValueError(
+                f"FlowVAE.{caller}: x must hold images of data_size={self.data_size} pixels, "
+                f"shape [B, {self.data_size}]; got shape {tuple(shape)}."
+            )
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, *, callbacks=None, **kwargs):
         """As `keras.Model.fit` on images x: [N, P] (or a dataset of [B, P] batches); y is ignored.
@@ -223,8 +262,12 @@ class FlowVAE(GuardedTraining, keras.Model):
         self._check_images(x, "fit")
         self._check_compiled()
         if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # Keras cannot shuffle a dataset, and warns if asked to
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, **kwargs)
+            kwargs.setdefault(
+                "shuffle", False
+            )  # Keras cannot shuffle a dataset, and warns if asked to
+        return super().fit(
+            x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, **kwargs
+        )
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """As `keras.Model.evaluate`: loss = -elbo, elbo, reconstruction and kl at beta = 1."""
@@ -234,10 +277,19 @@ class FlowVAE(GuardedTraining, keras.Model):
     # -- saving -----------------------------------------------------------
 
     def get_config(self):
-        return {**super().get_config(), "latent_size": self.latent_size, "hidden_units": self.hidden_units,
-                "num_layers": self.num_layers, "flow": self.flow, "data_size": self.data_size,
-                "hidden_layers": self.hidden_layers, "maxout_pieces": self.maxout_pieces, "scale": self.scale,
-                "anneal": self.anneal, "seed": self._sampler_seed}
+        return {
+            **super().get_config(),
+            "latent_size": self.latent_size,
+            "hidden_units": self.hidden_units,
+            "num_layers": self.num_layers,
+            "flow": self.flow,
+            "data_size": self.data_size,
+            "hidden_layers": self.hidden_layers,
+            "maxout_pieces": self.maxout_pieces,
+            "scale": self.scale,
+            "anneal": self.anneal,
+            "seed": self._sampler_seed,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -252,12 +304,21 @@ class NegativeLogLikelihood(NamedTuple):
     per_image: np.ndarray
 
 
-def negative_log_likelihood(model: FlowVAE, images, num_samples: int = 200, *, batch_size: int = 100,
-                            samples_per_chunk: Optional[int] = None, seed: int = 0, jit_compile: bool = True,
-                            verbose: bool = False) -> NegativeLogLikelihood:
+def negative_log_likelihood(
+    model: FlowVAE,
+    images,
+    num_samples: int = 200,
+    *,
+    batch_size: int = 100,
+    samples_per_chunk: int | None = None,
+    seed: int = 0,
+    jit_compile: bool = True,
+    verbose: bool = False,
+) -> NegativeLogLikelihood:
     """-ln p(x) by importance sampling with q_K(z | x) as the proposal (section 6.2, 200 samples).
 
-        ln p(x) ~ logsumexp_s [ ln p(x | z_s) + ln p(z_s) - ln q_K(z_s | x) ] - ln S,  z_s ~ q_K(z | x).
+        ln p(x) ~ logsumexp_s [ ln p(x | z_s) + ln p(z_s) - ln q_K(z_s | x) ] - ln S,  z_s ~ q_K(z |
+        x).
 
     An estimate of ln p(x) biased low (Jensen) by a margin that shrinks as S
     grows. Images go `batch_size` at a time and their samples `samples_per_chunk`
@@ -280,8 +341,10 @@ def negative_log_likelihood(model: FlowVAE, images, num_samples: int = 200, *, b
     chunk = positive_int(samples_per_chunk or max(1, 10_000 // batch_size), "samples_per_chunk")
     images = np.asarray(images)
     if images.ndim != 2 or images.shape[1] != model.data_size or len(images) == 0:
-        raise ValueError(f"negative_log_likelihood: images must be [N, {model.data_size}] with N >= 1, "
-                         f"got shape {images.shape}.")
+        raise ValueError(
+            f"negative_log_likelihood: images must be [N, {model.data_size}] with N >= 1, "
+            f"got shape {images.shape}."
+        )
     # Equal chunks, so the compiled pass is traced once per batch shape.
     num_chunks = math.ceil(num_samples / chunk)
     chunk = math.ceil(num_samples / num_chunks)
@@ -290,19 +353,27 @@ def negative_log_likelihood(model: FlowVAE, images, num_samples: int = 200, *, b
     def log_weights(x, first_chunk):
         @tf.autograph.experimental.do_not_convert  # plain tensor code; converting it only warned
         def one_chunk(c):
-            log_px_z, log_pz, log_q = model.log_weight_terms(x, tf.stack([seed, c]), sample_shape=[chunk])
+            log_px_z, log_pz, log_q = model.log_weight_terms(
+                x, tf.stack([seed, c]), sample_shape=[chunk]
+            )
             return log_px_z + log_pz - log_q
 
-        chunks = tf.map_fn(one_chunk, first_chunk + tf.range(num_chunks), parallel_iterations=1,
-                           fn_output_signature=model.compute_dtype)
+        chunks = tf.map_fn(
+            one_chunk,
+            first_chunk + tf.range(num_chunks),
+            parallel_iterations=1,
+            fn_output_signature=model.compute_dtype,
+        )
         w = tf.reshape(chunks, [num_chunks * chunk, -1])[:num_samples]
         return tf.reduce_logsumexp(w, axis=0) - math.log(num_samples)
 
     progress = keras.utils.Progbar(len(images), unit_name="image") if verbose else None
     log_p = []
     for i, start in enumerate(range(0, len(images), batch_size)):
-        x = tf.constant(images[start:start + batch_size], model.compute_dtype)
-        log_p.append(log_weights(x, tf.constant(i * num_chunks, tf.int32)).numpy().astype(np.float64))
+        x = tf.constant(images[start : start + batch_size], model.compute_dtype)
+        log_p.append(
+            log_weights(x, tf.constant(i * num_chunks, tf.int32)).numpy().astype(np.float64)
+        )
         if progress is not None:
             progress.add(len(x))
     per_image = -np.concatenate(log_p)
