@@ -227,8 +227,8 @@ def test_progress_bar_shows_the_tracked_metrics(capsys):
 
 def test_steps_are_split_into_epochs_for_callbacks():
     history = make(num_layers=1).fit(steps=250, batch_size=32, verbose=0)
-    assert len(history.history["loss"]) == 3  # 100 + 100 + 50 rounded up to 3 epochs of 100
-    assert int(history.model.optimizer.iterations) == 300
+    assert len(history.history["loss"]) == 5  # epochs of 50, the largest divisor of 250 up to 100
+    assert int(history.model.optimizer.iterations) == 250  # exactly the steps asked for
 
 
 def test_save_and_load_round_trip_bit_for_bit(tmp_path):
@@ -390,17 +390,41 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
             "Unknown target 'U7'; known targets: U1, U2, U3, U4",
         ),
         ({"event_size": 3}, ValueError, "U1 is defined for event_size 2"),
-        ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(3, 2\), expected \(3,\)"),
+        ({"target_log_prob": lambda z: z}, ValueError, r"returned shape \(7, 2\), expected \(7,\)"),
         (
             {"target_log_prob": lambda z: tf.reduce_sum(z)},
             ValueError,
-            r"returned shape \(\), expected \(3,\)",
+            r"returned shape \(\), expected \(7,\)",
         ),
         (
             {"target_log_prob": lambda z: tf.zeros(tf.shape(z)[:-1], tf.int32)},
             TypeError,
-            "floating log-densities",
+            "for float32 z it returned int32",
         ),
+        # Outputs a probe of 3 rows would have passed: a fixed shape, a batch of 3 targets.
+        (
+            {"target_log_prob": lambda z: np.zeros(3, "float32")},
+            ValueError,
+            r"returned shape \(3,\), expected \(7,\)",
+        ),
+        (
+            {"target_log_prob": tfd.MultivariateNormalDiag(loc=np.zeros((3, 2), "float32"))},
+            ValueError,
+            r"failed on z of shape \(7, 2\)",
+        ),
+        (
+            {"target_log_prob": lambda z: tf.cast(tf.reduce_sum(z, -1), tf.float64)},
+            TypeError,
+            "for float32 z it returned float64",
+        ),
+        ({"trainable_base": "no"}, TypeError, "trainable_base must be True or False, got 'no'"),
+        ({"beta_schedule": "x"}, TypeError, "beta_schedule must be a number >= 0 or a schedule"),
+        ({"beta_schedule": -0.5}, ValueError, "beta_schedule must be >= 0, got -0.5"),
+        ({"beta_schedule": math.nan}, ValueError, "beta_schedule must be a finite number"),
+        ({"seed": 2**32}, ValueError, r"seed must be None or an integer in \[0, 2\*\*31 - 1\]"),
+        ({"seed": -1}, ValueError, "seed must be None or an integer"),
+        ({"seed": "abc"}, ValueError, "seed must be None or an integer"),
+        ({"seed": 3.5}, ValueError, "seed must be None or an integer"),
         (
             {"target_log_prob": tfd.MultivariateNormalDiag(loc=[0.0, 0.0, 0.0])},
             ValueError,
@@ -411,7 +435,8 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
     ],
 )
 def test_bad_input_is_named(kwargs, error, match):
-    arguments = {"event_size": 2, "num_layers": 2, "target_log_prob": "U1", **kwargs}
+    arguments = {"event_size": 2, "num_layers": 2, "target_log_prob": "U1", "dtype": "float32"}
+    arguments.update(kwargs)
     with pytest.raises(error, match=match):
         tfnf.NormalizingFlow(**arguments)
 
@@ -425,9 +450,74 @@ def test_fit_refuses_data_and_bad_batch_sizes():
     model.compile(optimizer="adam", steps_per_execution=3)
     with pytest.raises(
         ValueError,
-        match=r"steps_per_epoch \(5\) must be a multiple of the compiled steps_per_execution \(3\)",
+        match=r"steps \(5\) must be a multiple of the compiled steps_per_execution \(3\)",
     ):
         model.fit(steps=5, batch_size=8)
+    with pytest.raises(
+        ValueError,
+        match=r"steps_per_epoch \(5\) must be a multiple of the compiled steps_per_execution \(3\)",
+    ):
+        model.fit(epochs=1, steps_per_epoch=5, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": -5}, "steps must be a positive integer, got -5"),
+        ({"steps": "10"}, "steps must be a positive integer, got '10'"),
+        (
+            {"steps": 7, "steps_per_epoch": 5},
+            r"steps \(7\) must be a multiple of steps_per_epoch \(5\)",
+        ),
+        ({"steps": 4, "class_weight": {0: 1.0}}, "does not take `class_weight`"),
+        ({"steps": 4, "validation_data": np.zeros((2, 2))}, "does not take `validation_data`"),
+        ({"steps": 4, "validation_split": 0.1}, "does not take `validation_split`"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_any_step(kwargs, match):
+    model = make(num_layers=1)
+    before = weights(model)
+    with pytest.raises(ValueError, match=match):
+        model.fit(batch_size=8, verbose=0, **kwargs)
+    assert int(model.optimizer.iterations) == 0
+    for a, b in zip(weights(model), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("steps, per_execution", [(150, 1), (7, 1), (150, 10), (230, 10)])
+def test_fit_runs_exactly_the_steps_asked_for(steps, per_execution):
+    model = make(num_layers=1)
+    model.compile(optimizer="adam", steps_per_execution=per_execution, jit_compile=False)
+    model.fit(steps=steps, batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations) == steps
+
+
+def test_numpy_integers_are_integers():
+    model = tfnf.NormalizingFlow(
+        event_size=np.int64(2), num_layers=np.int32(2), target_log_prob="U1"
+    )
+    assert model.event_size == 2 and model.num_layers == 2 and type(model.num_layers) is int
+    model.compile(optimizer="adam", jit_compile=False)
+    model.fit(steps=np.int64(3), batch_size=np.int64(8), verbose=0)
+    assert int(model.optimizer.iterations) == 3
+
+
+def test_evaluate_is_refused_with_the_way_to_measure_a_flow():
+    with pytest.raises(ValueError, match="tfnf.diagnostics.bound"):
+        make(num_layers=1).evaluate()
+
+
+def test_a_batch_larger_than_memory_is_refused_before_compiling_and_the_model_still_trains():
+    model = make(num_layers=4, dtype="float32")
+    model.fit(steps=3, batch_size=64, verbose=0)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"batch_size=1000000000000 needs at least .* GiB"):
+        model.fit(steps=1, batch_size=10**12, verbose=0)
+    assert model.train_function is not None and int(model.optimizer.iterations) == 3
+    for a, b in zip(weights(model), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.fit(steps=2, batch_size=64, verbose=0)
+    assert int(model.optimizer.iterations) == 5
     uncompiled = tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U1")
     with pytest.raises(ValueError, match="compile"):
         uncompiled.fit(steps=1)

@@ -1,8 +1,11 @@
-"""Argument checks shared across tfnf, each written once."""
+"""Argument checks shared across tfnf, each written once: a one-line error naming the argument."""
 
+import math
 import numbers
 
-__all__ = ["positive_int"]
+__all__ = ["boolean", "non_negative_number", "positive_int", "seed"]
+
+MAX_SEED = 2**31 - 1  # the stateless step seed is a pair of int32
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
@@ -14,3 +17,32 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {kind}, got {value!r}.")
     return int(value)
+
+
+def seed(value, name: str = "seed") -> int | None:
+    """None, or an integer in [0, 2^31 - 1] as an int: larger seeds would wrap around silently."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise ValueError(f"{name} must be None or an integer in [0, 2**31 - 1], got {value!r}.")
+    return int(value)
+
+
+def boolean(value, name: str) -> bool:
+    """`value` if it is True or False (numpy's too); else a TypeError: "no" is not False."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def non_negative_number(value, name: str) -> float:
+    """`value` as a float if it is a finite real number >= 0; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    return float(value)

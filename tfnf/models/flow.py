@@ -11,10 +11,10 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import layers, sampling, targets
+from tfnf import _checks, layers, sampling, targets
 from tfnf._checks import positive_int
 from tfnf.models.objectives import Schedule, paper_annealing
-from tfnf.models.training import GuardedTraining, under_strategy
+from tfnf.models.training import GuardedTraining, available_memory, under_strategy
 
 __all__ = ["NormalizingFlow", "fit_flow"]
 
@@ -68,7 +68,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         self.event_size = positive_int(event_size, "event_size")
         self.num_layers = positive_int(num_layers, "num_layers", minimum=0)
         self.flow = flow
-        self.trainable_base = bool(trainable_base)
+        self.trainable_base = _checks.boolean(trainable_base, "trainable_base")
         self.flow_options = dict(flow_options or {})
         flow_class = layers.get_flow(flow)
         if base not in layers.BASES:
@@ -85,7 +85,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             )
             self.flow_layer.build((event_size,))
         self._init_training(seed)
-        self.beta_schedule = beta_schedule
+        self.beta_schedule = _checked_schedule(beta_schedule)
         self.target_log_prob = target_log_prob
         self.batch_size = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -175,23 +175,27 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                     f"match event_size={self.event_size}."
                 )
         log_prob = targets.as_log_prob(target)
-        probe = tf.zeros([3, self.event_size], self.compute_dtype)
-        try:
-            out = tf.convert_to_tensor(log_prob(probe))
-        except Exception as error:
-            raise ValueError(
-                f"target_log_prob failed on z of shape {tuple(probe.shape)} "
-                f"(event_size={self.event_size}): {error}"
-            ) from error
-        if out.shape != [3]:
-            raise ValueError(
-                f"target_log_prob must map z [..., D] to [...]; for z of shape "
-                f"{tuple(probe.shape)} it returned shape {tuple(out.shape)}, expected (3,)."
-            )
-        if not out.dtype.is_floating:
-            raise TypeError(
-                f"target_log_prob must return floating log-densities, got {out.dtype.name}."
-            )
+        # Two batch sizes no user picks, so a fixed-size output or a batch of distributions shows.
+        for rows in PROBE_ROWS:
+            probe = tf.zeros([rows, self.event_size], self.compute_dtype)
+            try:
+                out = tf.convert_to_tensor(log_prob(probe))
+            except Exception as error:
+                raise ValueError(
+                    f"target_log_prob failed on z of shape {tuple(probe.shape)} "
+                    f"(event_size={self.event_size}): {error}"
+                ) from error
+            if out.shape != [rows]:
+                raise ValueError(
+                    f"target_log_prob must map z [..., D] to [...]; for z of shape "
+                    f"{tuple(probe.shape)} it returned shape {tuple(out.shape)}, "
+                    f"expected ({rows},)."
+                )
+            if out.dtype != probe.dtype:
+                raise TypeError(
+                    f"target_log_prob must return log-densities of the model's dtype: for "
+                    f"{probe.dtype.name} z it returned {out.dtype.name}."
+                )
         return log_prob
 
     # -- training ---------------------------------------------------------
@@ -269,8 +273,9 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         Arguments:
             batch_size: samples of q per update (the global batch under a `tf.distribute` strategy,
                 a multiple of its replicas, which draw an equal share each).
-            steps: total number of updates; rounded up to whole epochs.
-            steps_per_epoch: updates per epoch (100 if not given).
+            steps: total number of updates, run exactly: by default in epochs of the
+                largest divisor of `steps` up to 100 that is a multiple of steps_per_execution.
+            steps_per_epoch: updates per epoch (100 if neither it nor `steps` is given).
             callbacks, **kwargs: as for `keras.Model.fit` (verbose, initial_epoch, ...).
         Raises:
             NonFiniteLossError: a loss or gradient was NaN or inf; the weights are
@@ -287,7 +292,13 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                 "(a target name, a callable or a tfd.Distribution)."
             )
         self._check_compiled()
+        self._check_fit_arguments(kwargs)
         batch_size = positive_int(batch_size, "batch_size")
+        if steps is not None:
+            steps = positive_int(steps, "steps")
+        if steps_per_epoch is not None:
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
+        epochs = positive_int(epochs, "epochs")
         replicas = self.distribute_strategy.num_replicas_in_sync
         if batch_size % replicas:
             raise ValueError(
@@ -295,17 +306,22 @@ class NormalizingFlow(GuardedTraining, keras.Model):
                 "replicas: "
                 f"each replica draws batch_size / {replicas} samples."
             )
-        steps_per_epoch = positive_int(
-            steps_per_epoch or (min(steps, 100) if steps else 100), "steps_per_epoch"
-        )
-        if steps is not None:
-            epochs = math.ceil(positive_int(steps, "steps") / steps_per_epoch)
         per_execution = self.steps_per_execution or 1
+        if steps is not None:
+            steps_per_epoch = steps_per_epoch or _epoch_length(steps, per_execution)
+            if steps % steps_per_epoch:
+                raise ValueError(
+                    f"steps ({steps}) must be a multiple of steps_per_epoch ({steps_per_epoch}): "
+                    "fit runs whole epochs, and runs exactly the steps asked for."
+                )
+            epochs = steps // steps_per_epoch
+        steps_per_epoch = steps_per_epoch or 100
         if steps_per_epoch % per_execution:
             raise ValueError(
                 f"steps_per_epoch ({steps_per_epoch}) must be a multiple of the compiled "
                 f"steps_per_execution ({per_execution}); Keras would run extra steps otherwise."
             )
+        self._check_memory(batch_size)
         if batch_size != self.batch_size:
             self.batch_size = batch_size
             self.train_function = None  # the sample count is baked into the traced step
@@ -314,6 +330,45 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         kwargs.setdefault("shuffle", False)
         return super().fit(
             no_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs
+        )
+
+    def _check_memory(self, batch_size: int):
+        """Refuse a batch whose step cannot fit in this machine's memory, before compiling it.
+
+        An XLA step that fails to allocate leaves TF's variables unusable (upstream, with or
+        without tfnf), so the batch is refused from a lower bound on the one buffer XLA
+        allocates for the step: batch * (D (K + 4) + 2) numbers (benchmarks/RESULTS.md).
+        """
+        available = available_memory()
+        itemsize = tf.as_dtype(self.compute_dtype).size
+        needed = batch_size * itemsize * (self.event_size * (self.num_layers + 4) + 2)
+        if available is not None and needed > available:
+            raise ValueError(
+                f"batch_size={batch_size} needs at least {needed / 2**30:.1f} GiB for one step "
+                f"(K = {self.num_layers}, D = {self.event_size}), more than the "
+                f"{available / 2**30:.1f} GiB this machine has free: use a smaller batch_size."
+            )
+
+    unsupported_fit_arguments = {
+        **GuardedTraining.unsupported_fit_arguments,
+        **{
+            name: "the flow trains on its own samples, not on data; "
+            "measure it with tfnf.diagnostics.bound"
+            for name in (
+                "validation_data",
+                "validation_split",
+                "validation_steps",
+                "validation_batch_size",
+                "validation_freq",
+            )
+        },
+    }
+
+    def evaluate(self, *args, **kwargs):
+        """Not defined: a flow has no data to evaluate on. Use `tfnf.diagnostics.bound`."""
+        raise ValueError(
+            "NormalizingFlow.evaluate is not defined (there is no data): estimate the bound on "
+            "fresh samples with tfnf.diagnostics.bound(model.distribution, target_log_prob)."
         )
 
     # -- saving -----------------------------------------------------------
@@ -342,6 +397,33 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+PROBE_ROWS = (7, 11)
+
+
+def _checked_schedule(schedule) -> Schedule:
+    """A float inverse temperature >= 0, or a callable of the step (a Keras schedule)."""
+    if callable(schedule):
+        return schedule
+    if isinstance(schedule, str) or not isinstance(schedule, (int, float)):
+        raise TypeError(
+            "beta_schedule must be a number >= 0 or a schedule of the step (a callable such as "
+            f"paper_annealing()), got {schedule!r}."
+        )
+    return _checks.non_negative_number(schedule, "beta_schedule")
+
+
+def _epoch_length(steps: int, per_execution: int) -> int:
+    """The largest divisor of `steps` up to 100 that is a multiple of `per_execution`."""
+    lengths = [n for n in range(per_execution, max(per_execution, 100) + 1, per_execution)]
+    lengths = [n for n in lengths if steps % n == 0]
+    if not lengths:
+        raise ValueError(
+            f"steps ({steps}) must be a multiple of the compiled steps_per_execution "
+            f"({per_execution}), so that fit runs exactly the steps asked for."
+        )
+    return lengths[-1]
 
 
 def _registered_name(target) -> str | None:
@@ -378,7 +460,10 @@ def fit_flow(
     `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see
     `NormalizingFlow`).
     """
-    keras.utils.set_random_seed(seed)
+    seed = _checks.seed(seed)
+    steps = positive_int(steps, "steps")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     model = NormalizingFlow(
         event_size=event_size,
         num_layers=num_layers,
@@ -397,10 +482,8 @@ def fit_flow(
         else learning_rate
     )
     model.compile(optimizer=keras.optimizers.Adam(rate), steps_per_execution=per_execution)
-    steps_per_epoch = per_execution * max(1, 100 // per_execution)
     model.fit(
         steps=total,
-        steps_per_epoch=min(steps_per_epoch, total),
         batch_size=batch_size,
         **{"verbose": 0, **fit_kwargs},
     )

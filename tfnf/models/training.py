@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tfnf import _checks
 from tfnf.models.objectives import annealed_free_energy, beta_at
 from tfnf.sampling import ReplicaRows
 
@@ -41,6 +43,18 @@ def multi_worker(strategy) -> bool:
         isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         and strategy.extended._in_multi_worker_mode()
     )  # as Keras' own test before reducing
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a step on this machine's CPU; None where unknown (or on a GPU)."""
+    if tf.config.list_logical_devices("GPU"):
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def under_strategy(model: keras.Model) -> bool:
@@ -75,7 +89,8 @@ class GuardedTraining:
     def _init_training(self, seed: int | None):
         # The sampler's seed at step t is (seed, t): stateless, so a run restored by
         # BackupAndRestore (which restores the optimizer's step) draws what it would have.
-        self._sampler_seed = seed if seed is not None else random.randrange(2**31)
+        seed = _checks.seed(seed)
+        self._sampler_seed = seed if seed is not None else random.randrange(_checks.MAX_SEED + 1)
         # Under a tf.distribute strategy every replica records the same step (the
         # finiteness test is all-reduced), so the first replica's write stands.
         self.first_non_finite_step = keras.Variable(
@@ -136,9 +151,11 @@ class GuardedTraining:
         recorded step and stops `fit`. Under a `tf.distribute` strategy the
         replicas agree: a step is skipped everywhere if it is not finite on one.
         """
+        # A non-finite learning rate would write NaN from finite gradients: it skips the step too.
+        rate = tf.cast(self.optimizer.learning_rate, loss.dtype)
         finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
-            + [tf.math.is_finite(loss)]
+            + [tf.math.is_finite(loss), tf.math.is_finite(rate)]
         )
         replica = tf.distribute.get_replica_context()
         if (
@@ -229,17 +246,75 @@ class GuardedTraining:
     def _check_compiled(self):
         if getattr(self, "optimizer", None) is None:
             raise ValueError(f"{type(self).__name__}.fit: call compile(optimizer=...) first.")
+        rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(
+                f"{type(self).__name__}.fit: the optimizer's learning rate must be a finite "
+                f"number >= 0, got {rate}."
+            )
+
+    # fit arguments without a meaning for the model, refused before any work
+    unsupported_fit_arguments = {
+        "class_weight": "the model has no classes",
+        "sample_weight": "every sample counts once in the objective",
+    }
+
+    def _check_fit_arguments(self, kwargs: dict):
+        for name, why in self.unsupported_fit_arguments.items():
+            if kwargs.get(name) is not None:
+                raise ValueError(f"{type(self).__name__}.fit does not take `{name}`: {why}.")
+
+    def _state(self) -> list:
+        """Every variable that training changes: weights, optimizer state, the non-finite record."""
+        unique = {id(v): v for v in [*self.variables, *self.optimizer.variables]}
+        return list(unique.values())
 
     def fit(self, x=None, y=None, *, callbacks=None, **kwargs):
-        """As `keras.Model.fit`, stopping at the first non-finite step.
+        """As `keras.Model.fit`, stopping at the first non-finite step; a failure loses nothing.
+
+        If `fit` raises (a failed allocation, a bad callback, ...), every weight and
+        the optimizer's state are restored to what they were before the call, so
+        the model is as it was; an interrupt (Ctrl-C) keeps the steps that finished.
 
         Raises:
-            NonFiniteLossError: a loss or gradient was NaN or inf; the update was
-                skipped and the weights are those after the last good step.
+            NonFiniteLossError: a loss, gradient or learning rate was NaN or inf; the
+                update was skipped and the weights are those after the last good step.
         """
         self._check_compiled()
+        self._check_fit_arguments(kwargs)
+        # Copies (not variables, which Keras would track as the model's own), set past
+        # Keras' attribute tracking.
+        snapshot = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self._state()]
+        object.__setattr__(self, "_fit_snapshot", snapshot)
         self.first_non_finite_step.assign(-1)
-        return super().fit(x, y, callbacks=[*(callbacks or []), StopOnNonFinite()], **kwargs)
+        try:
+            return super().fit(x, y, callbacks=[*(callbacks or []), StopOnNonFinite()], **kwargs)
+        except (NonFiniteLossError, KeyboardInterrupt):
+            raise
+        except tf.errors.ResourceExhaustedError as error:
+            # A failed XLA allocation leaves the variables' buffers unusable: even reading
+            # them to restore can crash, so the user is told to reload rather than trust them.
+            if hasattr(error, "add_note"):
+                error.add_note(
+                    f"tfnf: {type(self).__name__}'s variables cannot be trusted after a failed "
+                    "allocation; load the model from its last saved file."
+                )
+            raise
+        except Exception as error:
+            self._restore_snapshot()
+            if hasattr(error, "add_note"):
+                error.add_note(
+                    f"tfnf: {type(self).__name__}'s weights and optimizer state were restored "
+                    "to those before this fit."
+                )
+            raise
+        finally:
+            object.__setattr__(self, "_fit_snapshot", None)
+
+    def _restore_snapshot(self):
+        snapshot = getattr(self, "_fit_snapshot", None)
+        for variable, value in zip(self._state(), snapshot or [], strict=snapshot is not None):
+            variable.assign(value)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -256,9 +331,18 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if step == 0:
             return
         message = (
-            f"Non-finite loss or gradient at training step {step}: the update was skipped "
-            f"and the weights are those after step {step - 1}."
+            f"Non-finite loss, gradient or learning rate at training step {step}: the update "
+            f"was skipped and the weights are those after step {step - 1}."
         )
+        weights = self.model.trainable_variables
+        if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(w.value))) for w in weights):
+            # An earlier update wrote non-finite weights from finite inputs (an overflow):
+            # nothing after the fit began can be trusted, so it is undone.
+            self.model._restore_snapshot()
+            message = (
+                f"Non-finite weights after training step {step - 1} (an update overflowed): "
+                "the weights and optimizer state are restored to those before this fit."
+            )
         if self.model.stop_training:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return

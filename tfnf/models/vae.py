@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnf import _checks
 from tfnf._checks import positive_int
 from tfnf.layers import AmortizedFlow
 from tfnf.models.objectives import annealed_free_energy, paper_annealing
@@ -128,7 +129,8 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.data_size = positive_int(data_size, "data_size")
         self.hidden_layers = positive_int(hidden_layers, "hidden_layers")
         self.maxout_pieces = positive_int(maxout_pieces, "maxout_pieces")
-        self.flow, self.scale, self.anneal = flow, scale, bool(anneal)
+        self.flow, self.scale = flow, scale
+        self.anneal = _checks.boolean(anneal, "anneal")
 
         def maxouts(prefix):
             return [

@@ -1,0 +1,130 @@
+"""The machinery both models share: the guard's learning-rate checks; a failure loses nothing.
+
+Each test runs a short fit of both models and checks the weights against copies taken
+before (or a run stopped at the same step), so what "loses nothing" means is a number.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import weights
+
+import tfnf
+
+
+def flow_model(**kwargs):
+    keras.utils.set_random_seed(0)
+    model = tfnf.NormalizingFlow(
+        event_size=2, num_layers=2, target_log_prob="U1", seed=0, dtype="float64"
+    )
+    model.compile(jit_compile=False, **{"optimizer": keras.optimizers.Adam(1e-2), **kwargs})
+    return model
+
+
+def vae_model(**kwargs):
+    keras.utils.set_random_seed(0)
+    model = tfnf.FlowVAE(
+        latent_size=2, hidden_units=6, num_layers=2, data_size=12, seed=0, dtype="float64"
+    )
+    model.compile(jit_compile=False, **{"optimizer": keras.optimizers.Adam(1e-2), **kwargs})
+    return model
+
+
+def images(n=8):
+    return (np.random.default_rng(0).random((n, 12)) < 0.5).astype("float32")
+
+
+def fit(model, steps, **kwargs):
+    if isinstance(model, tfnf.NormalizingFlow):
+        return model.fit(steps=steps, batch_size=16, verbose=0, **kwargs)
+    return model.fit(images(4 * steps), batch_size=4, shuffle=False, verbose=0, **kwargs)
+
+
+MODELS = {"flow": flow_model, "vae": vae_model}
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, -1e-3])
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_a_bad_learning_rate_is_refused_before_any_step(make, rate):
+    model = make(optimizer=keras.optimizers.Adam(rate))
+    before = weights(model)
+    with pytest.raises(
+        ValueError, match="the optimizer's learning rate must be a finite number >= 0"
+    ):
+        fit(model, 2)
+    assert int(model.optimizer.iterations) == 0
+    for a, b in zip(weights(model), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+class _NanAfter(keras.optimizers.schedules.LearningRateSchedule):
+    """1e-2 for the first `steps` updates, NaN after: a rate that no check before fit can see."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def __call__(self, step):
+        return keras.ops.where(step < self.steps, 1e-2, math.nan)
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_a_rate_turning_nan_mid_run_stops_there_and_the_message_is_true(make):
+    model = make(optimizer=keras.optimizers.Adam(_NanAfter(3)))
+    with pytest.raises(tfnf.NonFiniteLossError, match="at training step 4: .* after step 3"):
+        fit(model, 6)
+    reference = make()
+    fit(reference, 3)  # the same run stopped after step 3
+    for a, b in zip(weights(model), weights(reference), strict=True):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+class _Explodes(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            raise RuntimeError("a callback failed")
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_a_failure_during_fit_restores_the_weights_and_optimizer_state(make):
+    model = make()
+    fit(model, 2)
+    before = weights(model) + [v.numpy().copy() for v in model.optimizer.variables]
+    with pytest.raises(RuntimeError, match="a callback failed") as raised:
+        fit(model, 4, callbacks=[_Explodes()])
+    assert any(
+        "restored to those before this fit" in note
+        for note in getattr(raised.value, "__notes__", [""])
+    )
+    after = weights(model) + [v.numpy().copy() for v in model.optimizer.variables]
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.optimizer.iterations) == 2
+
+
+def test_weights_that_overflowed_are_restored_and_said_to_be():
+    # Finite loss, gradients (1e30) and rate (1e10), but an update that overflows float32.
+    keras.utils.set_random_seed(0)
+    model = tfnf.NormalizingFlow(
+        event_size=2,
+        num_layers=2,
+        target_log_prob=lambda z: 1e30 * keras.ops.sum(z, axis=-1),
+        seed=0,
+        dtype="float32",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1e10), jit_compile=False)
+    before = weights(model)
+    with pytest.raises(tfnf.NonFiniteLossError, match="restored to those before this fit"):
+        model.fit(steps=5, batch_size=16, verbose=0)
+    for a, b in zip(weights(model), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_class_and_sample_weights_are_refused(make):
+    model = make()
+    with pytest.raises(ValueError, match="does not take `class_weight`: the model has no classes"):
+        fit(model, 1, class_weight={0: 1.0})
+    assert int(model.optimizer.iterations) == 0
