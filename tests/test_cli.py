@@ -1,11 +1,16 @@
 """The `tfnf` command: trains, reports bound and KL consistently, writes a picture."""
 
 import re
+import signal
+import subprocess
+import sys
+import time
 
+import keras
 import matplotlib.image
 import pytest
 
-from tfnf import cli
+from tfnf import cli, layers, models, names, targets
 
 
 def numbers(pattern, text):
@@ -142,7 +147,7 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
 )
 def test_learning_rate_and_decay_reach_the_optimiser(monkeypatch, tmp_path, argv, expected):
     seen = []
-    fit_flow = cli.models.fit_flow
+    fit_flow = models.fit_flow
 
     def recording_fit_flow(*args, **kwargs):
         model = fit_flow(*args, **kwargs)
@@ -155,7 +160,7 @@ def test_learning_rate_and_decay_reach_the_optimiser(monkeypatch, tmp_path, argv
         seen.append((config["initial_learning_rate"], "alpha" in config))
         return model
 
-    monkeypatch.setattr(cli.models, "fit_flow", recording_fit_flow)
+    monkeypatch.setattr(models, "fit_flow", recording_fit_flow)  # what cli calls, by module
     options = ["--steps", "1", "--batch-size", "16", "--out", str(tmp_path / "x.png")]
     options += [] if argv[0] == "fit" else ["--targets", "U1", "--layers", "1"]
     options += ["--seeds", "1"] if argv[0] == "bound-vs-k" else []
@@ -163,3 +168,142 @@ def test_learning_rate_and_decay_reach_the_optimiser(monkeypatch, tmp_path, argv
     assert seen and all(
         rate == pytest.approx(expected[0]) and decayed == expected[1] for rate, decayed in seen
     )
+
+
+# -- bad input: refused while parsing, before TensorFlow is imported or anything is trained ----
+
+COMMAND = ["-c", "import sys; from tfnf import cli; sys.exit(cli.main(sys.argv[1:]))"]
+# The same, reporting on exit (argparse's too) whether TensorFlow had been imported.
+PROBED = (
+    "import atexit, sys; from tfnf import cli; "
+    "atexit.register(lambda: print('TF' if 'tensorflow' in sys.modules else 'no TF', "
+    "file=sys.stderr)); "
+    "sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+def run(*argv, cwd=None):
+    """The command as a user runs it, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-c", PROBED, *argv], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "U1", "--layers", "-1"], "argument --layers: must be an integer >= 0, got '-1'"),
+        (["fit", "U1", "--steps", "0"], "argument --steps: must be a positive integer, got '0'"),
+        (["fit", "U1", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+        (
+            ["fit", "U1", "--seed", "4294967296"],
+            r"argument --seed: must be an integer in \[0, 2\*\*31 - 1\]",
+        ),
+        (["fit", "U1", "--seed", "abc"], "argument --seed: must be an integer"),
+        (
+            ["fit", "U1", "--learning-rate", "nan"],
+            "argument --learning-rate: must be a finite number > 0",
+        ),
+        (["fit", "U1", "--out", "myplot"], "argument --out: 'myplot' must end in .png"),
+        (["fit", "U1", "--out", "."], r"argument --out: '\.' is a directory"),
+        (
+            ["fit", "U1", "--out", "no/such/dir/u1.png"],
+            "the directory of 'no/such/dir/u1.png' does not exist",
+        ),
+        (["fit", "U1", "--save", "model.h5"], "argument --save: 'model.h5' must end in .keras"),
+        (["fit", "U7"], "argument target: invalid choice: 'U7'"),
+        (["figure3", "--layers", "2", "-8"], "argument --layers"),
+        (["bound-vs-k", "--seeds", "0"], "argument --seeds: must be a positive integer, got '0'"),
+        (
+            ["vae", "--layers", "1", "--epochs", "1", "--eval-images", "-5"],
+            "argument --eval-images",
+        ),
+        (["vae", "--layers", "1", "--epochs", "1", "--samples", "0"], "argument --samples"),
+        (
+            ["vae", "--layers", "1", "--epochs", "1", "--table", "t.txt"],
+            "argument --table: 't.txt' must end in .csv or .md",
+        ),
+        (
+            ["vae", "--layers", "1", "--epochs", "1", "--data", "missing.npz"],
+            "argument --data: 'missing.npz' does not exist",
+        ),
+        (
+            ["vae", "--layers", "1", "--epochs", "1", "--momentum", "1.5"],
+            r"argument --momentum: must be a number in \[0, 1\)",
+        ),
+    ],
+)
+def test_bad_arguments_get_one_line_exit_2_and_no_work(argv, message, tmp_path):
+    result = run(*argv, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "no TF"  # nothing was imported to train with, let alone trained
+    assert len(lines) == 2 and re.search(message, lines[0]), result.stderr  # one line, no traceback
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_picture_path_is_checked_too(tmp_path):
+    (tmp_path / "U1.png").mkdir()  # fit's default picture, U1.png, cannot be written there
+    result = run("fit", "U1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("tfnf fit: error: argument --out: 'U1.png' is a directory")
+
+
+def test_help_shows_every_default_and_imports_no_tensorflow():
+    result = run("fit", "--help")
+    assert result.returncode == 0 and result.stderr.strip() == "no TF"
+    options = re.findall(r"^  (--[\w-]+)", result.stdout, flags=re.M)
+    assert {"--layers", "--steps", "--out", "--seed", "--learning-rate"} <= set(options)
+    text = " ".join(result.stdout.split())
+    for option in (
+        "--layers LAYERS flow length K (default: 32)",
+        "(default: <target>.png)",
+        "samples per step (default: 4096)",
+    ):
+        assert option in text
+
+
+def test_the_command_names_are_the_registries():
+    assert names.TARGETS == tuple(targets.names())
+    assert names.FLOWS == tuple(sorted(layers.FLOWS))
+    assert names.AMORTIZED_FLOWS == tuple(sorted(layers.AmortizedFlow.families))
+
+
+def test_ctrl_c_stops_with_one_line_and_saves_what_finished(tmp_path):
+    saved = tmp_path / "flow.keras"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            *COMMAND,
+            "fit",
+            "U1",
+            "--layers",
+            "2",
+            "--steps",
+            "1000000",
+            "--batch-size",
+            "64",
+            "--save",
+            str(saved),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "Epoch 3/" not in line and time.monotonic() < deadline:  # training is under way
+        line = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    last = err.strip().splitlines()[-1]
+    steps = int(
+        re.search(
+            r"tfnf fit: interrupted after (\d+) training steps; saved the model to", last
+        ).group(1)
+    )
+    assert steps >= 200
+    restored = keras.saving.load_model(saved)
+    assert int(restored.optimizer.iterations) == steps

@@ -426,3 +426,28 @@ def test_missing_and_truncated_downloads_leave_nothing(server, monkeypatch, tmp_
         datasets.load_binarized_mnist("test", cache_dir=cache)
     assert requests == ["/binarized_mnist_test.amat", "/test_truncated.amat"]
     assert list(cache.iterdir()) == []
+
+
+def test_data_dir_env_naming_the_file_itself_is_read(monkeypatch, subset, tmp_path):
+    file = tmp_path / "elsewhere.npz"
+    np.savez(file, test=1 - subset["test"])  # not the array of any other place
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(file))
+    loaded = datasets.load_binarized_mnist("test", cache_dir=tmp_path / "empty", download=False)
+    np.testing.assert_array_equal(loaded, 1 - subset["test"])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_truncated_or_corrupt_files_are_named(subset, tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    if suffix == ".npz":
+        np.savez(whole, test=subset["test"])
+    else:
+        np.save(whole, subset["test"])
+    for name, data in (
+        ("truncated", whole.read_bytes()[: whole.stat().st_size // 2]),
+        ("corrupt", b"not an array at all" * 10),
+    ):
+        bad = tmp_path / f"{name}{suffix}"
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match=f"{bad} cannot be read, it is truncated or corrupt"):
+            datasets.load_binarized_mnist("test", bad)

@@ -73,7 +73,7 @@ def test_each_replica_draws_its_rows_of_one_devices_noise(mirrored):
 
 def test_a_non_finite_step_on_one_replica_stops_both_with_the_last_good_weights(mirrored):
     assert mirrored["non_finite_error"].startswith(
-        "NonFiniteLossError: Non-finite loss or gradient at training step 3"
+        "NonFiniteLossError: Non-finite loss, gradient or learning rate at training step 3"
     )
     assert mirrored["non_finite_weights_vs_two_steps"] < EXACT
 

@@ -1,4 +1,9 @@
-"""The `tfnf` command: at the edge, using everything, used by nothing."""
+"""The `tfnf` command: at the edge, using everything, used by nothing.
+
+Every argument and output path is checked while the command line is parsed, before
+TensorFlow is imported or any training starts; a bad one gets a one-line error and
+exit status 2. `--help` imports no TensorFlow, so it answers at once.
+"""
 
 import argparse
 import csv
@@ -9,34 +14,45 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")  # the command only writes files
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tfnf import datasets, diagnostics, layers, models, plotting, targets  # noqa: E402
+from tfnf import _checks, names
 
 __all__ = ["main"]
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _heavy():
+    """Prepare what the commands run (TensorFlow's log level, matplotlib's file backend)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command only writes files
+
 
 def _fit(args: argparse.Namespace) -> int:
+    _heavy()
+    from tfnf import diagnostics, models, plotting, targets
+
     start = time.perf_counter()
-    model = models.fit_flow(
-        args.target,
-        num_layers=args.layers,
-        flow=args.flow,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        decay=not args.no_decay,
-        anneal=args.anneal,
-        seed=args.seed,
-        dtype=args.dtype,
-        verbose=1 if args.verbose else 2,
-    )
+    keep = _KeepModel(args)
+    try:
+        model = models.fit_flow(
+            args.target,
+            num_layers=args.layers,
+            flow=args.flow,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            decay=not args.no_decay,
+            anneal=args.anneal,
+            seed=args.seed,
+            dtype=args.dtype,
+            verbose=1 if args.verbose else 2,
+            callbacks=[keep.callback()],
+        )
+    except KeyboardInterrupt:
+        print(f"tfnf fit: {keep.interrupted()}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
     q, log_p = model.distribution, targets.get(args.target)
     value, error = diagnostics.bound(q, log_p, num_samples=100_000, seed=args.seed)
@@ -57,8 +73,8 @@ def _fit(args: argparse.Namespace) -> int:
     figure = plotting.target_and_flow(
         log_p, q, title=f"{args.target}, {args.flow} flow, K = {args.layers}"
     )
-    figure.savefig(args.out or f"{args.target}.png", dpi=100)
-    print(f"wrote {args.out or args.target + '.png'}")
+    figure.savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
     if args.save:
         model.save(args.save)
         print(f"wrote {args.save}")
@@ -66,6 +82,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _figure3(args: argparse.Namespace) -> int:
+    _heavy()
+    from tfnf import diagnostics, models, plotting, targets
+
     flows = {}
     for name in args.targets:
         for k in args.layers:
@@ -94,6 +113,9 @@ def _figure3(args: argparse.Namespace) -> int:
 
 
 def _bound_vs_k(args: argparse.Namespace) -> int:
+    _heavy()
+    from tfnf import diagnostics, models, plotting, targets
+
     rows = []
     for name in args.targets:
         for flow in args.flows:
@@ -123,7 +145,7 @@ def _bound_vs_k(args: argparse.Namespace) -> int:
                     )
                     print(",".join(str(v) for v in rows[-1].values()), flush=True)
     plotting.bound_vs_flow_length(rows).savefig(args.out, dpi=110)
-    table = os.path.splitext(args.out)[0] + ".csv"
+    table = _csv_beside(args.out)
     with open(table, "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -132,22 +154,53 @@ def _bound_vs_k(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Throughput(keras.callbacks.Callback):
-    """Training images per second after the first step, which also traces and compiles."""
+def _throughput(batch_size: int):
+    """A callback measuring training images per second after the first step (which compiles)."""
+    import keras
 
-    def __init__(self, batch_size: int):
-        super().__init__()
-        self.batch_size, self.images, self.start = batch_size, 0, None
+    class Throughput(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.images, self.start, self.rate = 0, None, math.nan
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.start is None:
-            self.start = time.perf_counter()
-        else:
-            self.images += self.batch_size
+        def on_train_batch_end(self, batch, logs=None):
+            if self.start is None:
+                self.start = time.perf_counter()
+            else:
+                self.images += batch_size
 
-    def on_train_end(self, logs=None):
-        seconds = time.perf_counter() - self.start if self.start is not None else 0.0
-        self.rate = self.images / seconds if self.images and seconds > 0 else math.nan
+        def on_train_end(self, logs=None):
+            seconds = time.perf_counter() - self.start if self.start is not None else 0.0
+            self.rate = self.images / seconds if self.images and seconds > 0 else math.nan
+
+    return Throughput()
+
+
+class _KeepModel:
+    """Holds the model being trained, so that after Ctrl-C `--save` still saves what finished."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.model, self.save = None, args.save
+
+    def callback(self):
+        import keras
+
+        keep = self
+
+        class Watch(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                keep.model = self.model
+
+        return Watch()
+
+    def interrupted(self) -> str:
+        steps = int(self.model.optimizer.iterations) if self.model is not None else 0
+        if not steps:
+            return "interrupted before any training step finished; nothing saved"
+        if not self.save:
+            return f"interrupted after {steps} training steps; nothing saved (no --save)"
+        self.model.save(self.save)
+        return f"interrupted after {steps} training steps; saved the model to {self.save}"
 
 
 def _vae_model_name(flow: str, num_layers: int) -> str:
@@ -177,11 +230,17 @@ def _append_row(table: str, row: dict) -> None:
 
 
 def _vae(args: argparse.Namespace) -> int:
+    _heavy()
+    import keras
+    import numpy as np
+
+    from tfnf import datasets, models, plotting
+
     keras.utils.set_random_seed(args.seed)
     train = datasets.binarized_mnist("train", args.data)
     num_train = int(train.cardinality())
     test = datasets.load_binarized_mnist("test", args.data)
-    if args.eval_images and args.eval_images < len(test):
+    if args.eval_images < len(test):
         # Evenly spaced: the test split is ordered by digit (its first thousand images are 0s).
         test = test[np.arange(args.eval_images) * len(test) // args.eval_images]
     batches = train.shuffle(num_train, seed=args.seed).batch(args.batch_size).prefetch(2)
@@ -209,9 +268,13 @@ def _vae(args: argparse.Namespace) -> int:
     settings += [f"gradient norm clipped at {args.clip_norm:g}"] if args.clip_norm else []
     settings += ["annealed"] if args.anneal else []
     print(f"{name}, K={args.layers}: {', '.join(settings)}", flush=True)
-    throughput = _Throughput(args.batch_size)
+    throughput, keep = _throughput(args.batch_size), _KeepModel(args)
     start = time.perf_counter()
-    model.fit(batches, epochs=args.epochs, callbacks=[throughput], verbose=1)
+    try:
+        model.fit(batches, epochs=args.epochs, callbacks=[throughput, keep.callback()], verbose=1)
+    except KeyboardInterrupt:
+        print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
+        return 130
     print(
         f"trained in {time.perf_counter() - start:.1f} s, {throughput.rate:.0f} images/s after the "
         "first step"
@@ -249,153 +312,274 @@ def _vae(args: argparse.Namespace) -> int:
     if args.table:
         _append_row(args.table, row)
         print(f"appended to {args.table}")
-    out = args.out or f"vae_{args.flow}_k{args.layers}.png"
-    plotting.samples_and_reconstructions(model, test, args.seed).savefig(out, dpi=100)
-    print(f"wrote {out}")
+    plotting.samples_and_reconstructions(model, test, args.seed).savefig(args.out, dpi=100)
+    print(f"wrote {args.out}")
     if args.save:
         model.save(args.save)
         print(f"wrote {args.save}")
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tfnf", description="Variational inference with normalizing flows."
+def _csv_beside(out) -> Path:
+    return Path(out).with_suffix(".csv")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (no usage block) and every default in the help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            return _checks.positive_int(int(text), "value", minimum=minimum)
+        except ValueError:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return _checks.seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, 2**31 - 1], got {text!r}"
+        ) from None
+
+
+def _output(suffixes: tuple):
+    """A path the command can write: a known suffix, in a directory that exists and is writable."""
+
+    def parse(text: str) -> Path:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a directory; name a file in it")
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must end in {' or '.join(suffixes)}: the file is written as named"
+            )
+        folder = path.parent
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"the directory of {text!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise argparse.ArgumentTypeError(f"the directory of {text!r} is not writable")
+        return path
+
+    return parse
+
+
+def _existing(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    return path
+
+
+def _training_options(command, steps: int, batch: int, rate: float) -> None:
+    command.add_argument("--steps", type=_integer(1), default=steps, help="training steps")
+    command.add_argument("--batch-size", type=_integer(1), default=batch, help="samples per step")
+    command.add_argument(
+        "--learning-rate", type=_rate, default=rate, help="Adam's initial learning rate"
     )
+    command.add_argument(
+        "--no-decay",
+        action="store_true",
+        help="keep the learning rate constant (otherwise: a cosine decay to a tenth of it)",
+    )
+    command.add_argument(
+        "--anneal",
+        action="store_true",
+        help="the paper's schedule beta_t = min(1, 0.01 + t / 10000)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tfnf", description="Variational inference with normalizing flows.")
     commands = parser.add_subparsers(dest="command", required=True)
+    figure, keras_file = _output(FIGURE_SUFFIXES), _output((".keras",))
 
     fit = commands.add_parser("fit", help="fit a flow to a built-in 2-D target and plot it")
-    fit.add_argument("target", choices=targets.names(), help="built-in target (paper's Table 1)")
-    fit.add_argument("--flow", choices=sorted(layers.FLOWS), default="planar")
-    fit.add_argument("--layers", type=int, default=32, help="flow length K (default 32)")
-    fit.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--out", default=None, help="PNG to write (default <target>.png)")
-    fit.add_argument("--save", default=None, help="also save the model to this .keras file")
+    fit.add_argument("target", choices=names.TARGETS, help="built-in target (paper's Table 1)")
+    fit.add_argument("--flow", choices=names.FLOWS, default="planar", help="flow family")
+    fit.add_argument("--layers", type=_integer(0), default=32, help="flow length K")
+    fit.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision")
+    fit.add_argument("--seed", type=_seed, default=0, help="seed of the weights and the sampler")
+    fit.add_argument("--out", type=figure, default="<target>.png", help="picture to write")
+    fit.add_argument(
+        "--save", type=keras_file, default=None, help="also save the model to this .keras file"
+    )
     fit.add_argument("--verbose", action="store_true", help="a progress bar per epoch")
+    _training_options(fit, steps=2000, batch=4096, rate=1e-2)
     fit.set_defaults(run=_fit)
 
     figure3 = commands.add_parser(
         "figure3", help="the paper's Figure 3: U1..U4 fitted with K = 2, 8, 32"
     )
-    figure3.add_argument("--out", default="figure3.png")
-    figure3.add_argument("--targets", nargs="+", choices=targets.names(), default=targets.names())
-    figure3.add_argument("--layers", nargs="+", type=int, default=[2, 8, 32])
-    figure3.add_argument("--flow", choices=sorted(layers.FLOWS), default="planar")
-    figure3.add_argument("--seed", type=int, default=0)
+    figure3.add_argument("--out", type=figure, default=Path("figure3.png"), help="picture to write")
+    figure3.add_argument(
+        "--targets", nargs="+", choices=names.TARGETS, default=list(names.TARGETS), help="rows"
+    )
+    figure3.add_argument(
+        "--layers", nargs="+", type=_integer(0), default=[2, 8, 32], help="flow lengths K"
+    )
+    figure3.add_argument("--flow", choices=names.FLOWS, default="planar", help="flow family")
+    figure3.add_argument("--seed", type=_seed, default=0, help="seed of every fit")
+    _training_options(figure3, steps=1000, batch=4096, rate=5e-3)
     figure3.set_defaults(run=_figure3)
 
     bound_vs_k = commands.add_parser(
         "bound-vs-k", help="the paper's Figure 3(d): bound against K, per flow"
     )
     bound_vs_k.add_argument(
-        "--out", default="fig3d.png", help="PNG; the numbers go to the same name .csv"
+        "--out",
+        type=figure,
+        default=Path("fig3d.png"),
+        help="picture; the numbers go to the same name .csv",
     )
-    bound_vs_k.add_argument("--targets", nargs="+", choices=targets.names(), default=["U1"])
     bound_vs_k.add_argument(
-        "--flows", nargs="+", choices=sorted(layers.FLOWS), default=["planar", "radial", "nice"]
+        "--targets", nargs="+", choices=names.TARGETS, default=["U1"], help="targets"
     )
-    bound_vs_k.add_argument("--layers", nargs="+", type=int, default=[2, 8, 32])
     bound_vs_k.add_argument(
-        "--seeds", type=int, default=3, help="seeds per point, for the error bars"
+        "--flows", nargs="+", choices=names.FLOWS, default=list(names.FLOWS), help="flows"
     )
+    bound_vs_k.add_argument(
+        "--layers", nargs="+", type=_integer(0), default=[2, 8, 32], help="flow lengths K"
+    )
+    bound_vs_k.add_argument(
+        "--seeds", type=_integer(1), default=3, help="seeds per point, for the error bars"
+    )
+    _training_options(bound_vs_k, steps=500, batch=1024, rate=1e-2)
     bound_vs_k.set_defaults(run=_bound_vs_k)
 
     flow_vae = commands.add_parser(
         "vae",
-        help="train the paper's DLGM with a flow posterior on binarised MNIST, "
-        "estimate -ln p(x) (Table 2)",
-    )
-    flow_vae.add_argument("--flow", choices=["planar", "radial"], default="planar")
-    flow_vae.add_argument(
-        "--layers", type=int, required=True, help="flow length K (0: the diagonal Gaussian)"
+        help="train the paper's DLGM with a flow posterior on binarised MNIST, estimate -ln p(x)",
     )
     flow_vae.add_argument(
-        "--epochs", type=int, required=True, help="passes over the 50,000 training images"
+        "--flow", choices=names.AMORTIZED_FLOWS, default="planar", help="flow family"
     )
     flow_vae.add_argument(
-        "--batch-size", type=int, default=100, help="images per update (default 100)"
+        "--layers", type=_integer(0), required=True, help="flow length K (0: the diagonal Gaussian)"
     )
     flow_vae.add_argument(
-        "--hidden", type=int, default=400, help="units of each maxout layer (default 400)"
+        "--epochs", type=_integer(1), required=True, help="passes over the training images"
     )
-    flow_vae.add_argument("--latent", type=int, default=40, help="latent variables (default 40)")
-    flow_vae.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam")
+    flow_vae.add_argument("--batch-size", type=_integer(1), default=100, help="images per update")
+    flow_vae.add_argument(
+        "--hidden", type=_integer(1), default=400, help="units of each maxout layer"
+    )
+    flow_vae.add_argument("--latent", type=_integer(1), default=40, help="latent variables")
+    flow_vae.add_argument(
+        "--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer"
+    )
     # At Adam 1e-3, K = 40 diverged within the first epoch; 3e-4 did not (benchmarks/RESULTS.md).
-    flow_vae.add_argument("--learning-rate", type=float, default=3e-4, help="default 3e-4")
+    flow_vae.add_argument("--learning-rate", type=_rate, default=3e-4, help="the optimizer's rate")
     flow_vae.add_argument(
-        "--momentum", type=float, default=0.0, help="RMSprop's momentum (the paper: 0.9)"
+        "--momentum", type=_fraction, default=0.0, help="RMSprop's momentum (the paper: 0.9)"
     )
     flow_vae.add_argument(
         "--clip-norm",
-        type=float,
+        type=_rate,
         default=None,
-        help="clip each update's gradient to this global norm (default: no clipping)",
+        help="clip each gradient to this global norm",
     )
     flow_vae.add_argument(
         "--anneal",
         action="store_true",
-        help="the paper's schedule beta_t = min(1, 0.01 + t / 10000) on ln p(x, z)",
+        help="the paper's beta_t = min(1, 0.01 + t / 10000) on ln p(x, z)",
     )
     flow_vae.add_argument(
         "--data",
+        type=_existing,
         default=None,
-        help="binarized_mnist.npz, or a directory (default: $TFNF_DATA_DIR, the cache, a download)",
+        help="binarized_mnist.npz, or a directory (None: $TFNF_DATA_DIR, the cache, a download)",
     )
     flow_vae.add_argument(
-        "--samples", type=int, default=200, help="importance samples per test image (default 200)"
+        "--samples", type=_integer(1), default=200, help="importance samples per test image"
     )
     flow_vae.add_argument(
         "--eval-images",
-        type=int,
-        default=None,
-        help="estimate on N test images spread evenly over the split (default all 10,000)",
+        type=_integer(1),
+        default=10_000,
+        help="estimate -ln p(x) on N test images spread evenly over the split",
     )
     flow_vae.add_argument(
         "--out",
-        default=None,
-        help="PNG of samples and reconstructions (default vae_<flow>_k<K>.png)",
+        type=figure,
+        default="vae_<flow>_k<K>.png",
+        help="picture of samples and reconstructions",
     )
     flow_vae.add_argument(
-        "--table", default=None, help="append the result row to this .csv or .md table"
+        "--table",
+        type=_output((".csv", ".md")),
+        default=None,
+        help="append the result row to this .csv or .md table",
     )
-    flow_vae.add_argument("--save", default=None, help="also save the model to this .keras file")
-    flow_vae.add_argument("--seed", type=int, default=0)
+    flow_vae.add_argument(
+        "--save", type=keras_file, default=None, help="also save the model to this .keras file"
+    )
+    flow_vae.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the weights, the data order and the sampler"
+    )
     flow_vae.set_defaults(run=_vae)
-
-    for command, steps, batch, rate in (
-        (fit, 2000, 4096, 1e-2),
-        (figure3, 1000, 4096, 5e-3),
-        (bound_vs_k, 500, 1024, 1e-2),
-    ):
-        command.add_argument(
-            "--steps", type=int, default=steps, help=f"training steps (default {steps})"
-        )
-        command.add_argument(
-            "--batch-size", type=int, default=batch, help=f"samples per step (default {batch})"
-        )
-        command.add_argument(
-            "--learning-rate",
-            type=float,
-            default=rate,
-            help=f"Adam's initial learning rate (default {rate:g})",
-        )
-        command.add_argument(
-            "--no-decay",
-            action="store_true",
-            help="keep the learning rate constant (default: cosine decay to a tenth of it)",
-        )
-        command.add_argument(
-            "--anneal",
-            action="store_true",
-            help="the paper's schedule beta_t = min(1, 0.01 + t / 10000)",
-        )
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with the default output paths filled in and checked like given ones."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    defaults = {  # the placeholders the help shows, and what they stand for
+        "<target>.png": lambda: f"{args.target}.png",
+        "vae_<flow>_k<K>.png": lambda: f"vae_{args.flow}_k{args.layers}.png",
+    }
+    if str(args.out) in defaults:
+        try:
+            args.out = _output(FIGURE_SUFFIXES)(defaults[str(args.out)]())
+        except argparse.ArgumentTypeError as error:
+            parser.exit(2, f"tfnf {args.command}: error: argument --out: {error}\n")
+    if args.command == "bound-vs-k":
+        try:
+            _output((".csv",))(str(_csv_beside(args.out)))
+        except argparse.ArgumentTypeError as error:
+            parser.exit(2, f"tfnf {args.command}: error: argument --out: {error}\n")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return args.run(args)
+    args = _parse(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"tfnf {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

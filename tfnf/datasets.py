@@ -14,9 +14,11 @@ References:
     experiments).
 """
 
+import contextlib
 import hashlib
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -65,6 +67,8 @@ def load_binarized_mnist(
         return _read(_resolve_path(Path(path).expanduser(), split), split)
     searched = []
     env = os.environ.get(DATA_DIR_ENV)
+    if env and Path(env).expanduser().is_file():  # the file itself, e.g. .../binarized_mnist.npz
+        return _read(_resolve_path(Path(env).expanduser(), split), split)
     if env:
         env_dir = Path(env).expanduser()
         found = _find_in_dir(env_dir, split)
@@ -163,21 +167,39 @@ def _read(file: Path, split: str) -> np.ndarray:
     """x [N, 784] uint8 from a .npz (array `split`), .npy or .amat file, checked."""
     suffix = file.suffix.lower()
     if suffix == ".npz":
-        with np.load(file) as archive:
+        with _unreadable(file):
+            archive = np.load(file)
+        with archive:
             if split not in archive.files:
                 raise ValueError(
                     f"{file} has no array {split!r}; it holds {archive.files}, expected "
                     f"{list(SPLITS)}"
                 )
-            return _checked(archive[split], f"{file}[{split!r}]")
+            with _unreadable(file):
+                x = archive[split]
+            return _checked(x, f"{file}[{split!r}]")
     if suffix == ".npy":
-        return _checked(np.load(file), str(file))
+        with _unreadable(file):
+            x = np.load(file)
+        return _checked(x, str(file))
     if suffix == ".amat":
         return _checked(_parse_amat(file), str(file))
     raise ValueError(
         f"path={str(file)!r} has suffix {file.suffix!r}; expected a .npz, .npy or .amat file or a "
         "directory"
     )
+
+
+@contextlib.contextmanager
+def _unreadable(file: Path):
+    """Name the file when numpy cannot read it (truncated or corrupt), instead of a bare error."""
+    try:
+        yield
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{file} cannot be read, it is truncated or corrupt ({type(error).__name__}: "
+            f"{error}); delete it and download it again"
+        ) from error
 
 
 def _parse_amat(file: Path) -> np.ndarray:

@@ -476,7 +476,7 @@ class AmortizedFlow(keras.layers.Layer):
     def distribution_from(self, params: dict) -> tfd.TransformedDistribution:
         """q_K from the parameters `call` returned: batch shape [B], event shape [D] (eq. 13)."""
         base = tfd.MultivariateNormalDiag(loc=params["loc"], scale_diag=params["scale"])
-        return tfd.TransformedDistribution(base, self.bijector_from(params))
+        return sampling.FlowDistribution(base, self.bijector_from(params))
 
     def sample_and_log_prob(self, params: dict, seed, sample_shape=(), rows=None) -> tuple:
         """Draws z ~ q_K(z | x) and ln q_K(z | x) in one forward sweep of the maps (eq. 13).

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = [
+    "FlowDistribution",
     "ReplicaRows",
     "diagonal_normal_draw",
     "forward_and_log_det",
@@ -106,3 +107,20 @@ def push_forward(bijector: tfp.bijectors.Bijector, z0: tf.Tensor, log_q0: tf.Ten
     """
     z, log_det = forward_and_log_det(bijector, z0)
     return z, log_q0 - log_det
+
+
+class FlowDistribution(tfp.distributions.TransformedDistribution):
+    """q_K: a `tfd.TransformedDistribution` whose density is 0 (log_prob -inf) far out, not NaN.
+
+    Where z is infinite, or so large that |z|^2 overflows (beyond sqrt(max float) / 4, about
+    4.6e18 in float32), the maps' inverse would compute inf - inf; q's density there is below
+    the smallest positive float for any base scale under about 1e15, so log_prob returns its
+    limit, -inf (its gradient there is not defined). Elsewhere it is TFP's `log_prob`, computed
+    on z itself, so the bijector cache still answers for samples.
+    """
+
+    def _log_prob(self, z, **kwargs):
+        z = tf.convert_to_tensor(z, dtype_hint=self.dtype)
+        outside = tf.reduce_any(tf.abs(z) > math.sqrt(z.dtype.max) / 4, axis=-1)  # inf; NaN stays
+        log_prob = super()._log_prob(z, **kwargs)
+        return tf.where(outside, tf.constant(-math.inf, log_prob.dtype), log_prob)

@@ -4,10 +4,12 @@
 `vae`: `FlowVAE`, the paper's DLGM, and its importance-sampled likelihood.
 `training`: the machinery both share (guarded update, step seeds, XLA, non-finite stop).
 `objectives`: the annealed reverse KL and its schedules.
+`saving`: `load_model`, Keras' loader with errors that name what is wrong with the file.
 """
 
 from tfnf.models.flow import NormalizingFlow, fit_flow
 from tfnf.models.objectives import annealed_free_energy, beta_at, paper_annealing, reverse_kl
+from tfnf.models.saving import load_model
 from tfnf.models.training import GuardedTraining, NonFiniteLossError, StopOnNonFinite
 from tfnf.models.vae import FlowVAE, Maxout, NegativeLogLikelihood, negative_log_likelihood
 
@@ -22,6 +24,7 @@ __all__ = [
     "annealed_free_energy",
     "beta_at",
     "fit_flow",
+    "load_model",
     "negative_log_likelihood",
     "paper_annealing",
     "reverse_kl",

@@ -108,7 +108,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
     @property
     def distribution(self) -> tfd.TransformedDistribution:
         """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
-        return tfd.TransformedDistribution(self.base.distribution(), self.bijector)
+        return sampling.FlowDistribution(self.base.distribution(), self.bijector)
 
     def surrogate_posterior(self, bijector: tfb.Bijector | None = None) -> tf.Module:
         """q_K for `tfp.vi`: rebuilt from this model's weights at each use, holding them.

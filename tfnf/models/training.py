@@ -284,7 +284,7 @@ class GuardedTraining:
         self._check_fit_arguments(kwargs)
         # Copies (not variables, which Keras would track as the model's own), set past
         # Keras' attribute tracking.
-        snapshot = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self._state()]
+        snapshot = [np.array(v.numpy()) for v in self._state()]  # .numpy(): mirrored ones too
         object.__setattr__(self, "_fit_snapshot", snapshot)
         self.first_non_finite_step.assign(-1)
         try:
@@ -335,7 +335,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
             f"was skipped and the weights are those after step {step - 1}."
         )
         weights = self.model.trainable_variables
-        if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(w.value))) for w in weights):
+        if not all(np.all(np.isfinite(w.numpy())) for w in weights):
             # An earlier update wrote non-finite weights from finite inputs (an overflow):
             # nothing after the fit began can be trusted, so it is undone.
             self.model._restore_snapshot()

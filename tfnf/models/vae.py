@@ -338,6 +338,7 @@ def negative_log_likelihood(
     Returns:
         NegativeLogLikelihood(mean, standard_error, per_image [N]), float64 nats.
     """
+    seed = _checks.seed(seed)
     num_samples = positive_int(num_samples, "num_samples")
     batch_size = positive_int(batch_size, "batch_size")
     chunk = positive_int(samples_per_chunk or max(1, 10_000 // batch_size), "samples_per_chunk")
