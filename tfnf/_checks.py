@@ -3,7 +3,7 @@
 import math
 import numbers
 
-__all__ = ["boolean", "non_negative_number", "positive_int", "seed"]
+__all__ = ["boolean", "integer_kind", "non_negative_number", "positive_int", "seed"]
 
 MAX_SEED = 2**31 - 1  # the stateless step seed is a pair of int32
 
@@ -14,9 +14,13 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     Any integral number passes (`int`, `numpy.int64`, ...); `bool`, floats and strings do not.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+        raise ValueError(f"{name} must be {integer_kind(minimum)}, got {value!r}.")
     return int(value)
+
+
+def integer_kind(minimum: int) -> str:
+    """How `positive_int` names what it wants: "a positive integer", "an integer >= 0"."""
+    return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
 
 
 def seed(value, name: str = "seed") -> int | None:

@@ -339,27 +339,29 @@ def _integer(minimum: int):
         try:
             return _checks.positive_int(int(text), "value", minimum=minimum)
         except ValueError:
-            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            kind = _checks.integer_kind(minimum)
             raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
 
     return parse
 
 
-def _rate(text: str) -> float:
+def _number(text: str) -> float:
+    """The float `text` spells, NaN if it spells none (so every range check below refuses it)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
+        return math.nan
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
