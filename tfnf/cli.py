@@ -488,10 +488,18 @@ def _parser() -> argparse.ArgumentParser:
         "--flow", choices=names.AMORTIZED_FLOWS, default="planar", help="flow family"
     )
     flow_vae.add_argument(
-        "--layers", type=_integer(0), required=True, help="flow length K (0: the diagonal Gaussian)"
+        "--layers",
+        type=_integer(0),
+        required=True,
+        default=argparse.SUPPRESS,  # required: no default to show
+        help="flow length K (0: the diagonal Gaussian)",
     )
     flow_vae.add_argument(
-        "--epochs", type=_integer(1), required=True, help="passes over the training images"
+        "--epochs",
+        type=_integer(1),
+        required=True,
+        default=argparse.SUPPRESS,  # required: no default to show
+        help="passes over the training images",
     )
     flow_vae.add_argument("--batch-size", type=_integer(1), default=100, help="images per update")
     flow_vae.add_argument(

@@ -272,9 +272,12 @@ class GuardedTraining:
     def fit(self, x=None, y=None, *, callbacks=None, **kwargs):
         """As `keras.Model.fit`, stopping at the first non-finite step; a failure loses nothing.
 
-        If `fit` raises (a failed allocation, a bad callback, ...), every weight and
-        the optimizer's state are restored to what they were before the call, so
-        the model is as it was; an interrupt (Ctrl-C) keeps the steps that finished.
+        If `fit` raises (a callback failing, ...), every weight and the optimizer's
+        state are restored to what they were before the call, so the model is as it
+        was; an interrupt (Ctrl-C) keeps the steps that finished. A failed XLA
+        allocation cannot be undone (TF's variables are unusable after it): it is
+        refused before compiling where the step's size is known
+        (`NormalizingFlow.fit`), and otherwise reported with a note to reload.
 
         Raises:
             NonFiniteLossError: a loss, gradient or learning rate was NaN or inf; the
