@@ -40,11 +40,7 @@ def _fit(args: argparse.Namespace) -> int:
             args.target,
             num_layers=args.layers,
             flow=args.flow,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            decay=not args.no_decay,
-            anneal=args.anneal,
+            **_training_options_of(args),
             seed=args.seed,
             dtype=args.dtype,
             verbose=1 if args.verbose else 2,
@@ -81,6 +77,17 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_options_of(args: argparse.Namespace) -> dict:
+    """What the three 2-D commands pass alike to `fit_flow` (see `_training_options`)."""
+    return {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "decay": not args.no_decay,
+        "anneal": args.anneal,
+    }
+
+
 def _figure3(args: argparse.Namespace) -> int:
     _heavy()
     from tfnf import diagnostics, models, plotting, targets
@@ -92,11 +99,7 @@ def _figure3(args: argparse.Namespace) -> int:
                 name,
                 num_layers=k,
                 flow=args.flow,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                decay=not args.no_decay,
-                anneal=args.anneal,
+                **_training_options_of(args),
                 seed=args.seed,
             )
             flows[name, k] = model.distribution
@@ -125,11 +128,7 @@ def _bound_vs_k(args: argparse.Namespace) -> int:
                         name,
                         num_layers=k,
                         flow=flow,
-                        steps=args.steps,
-                        batch_size=args.batch_size,
-                        learning_rate=args.learning_rate,
-                        decay=not args.no_decay,
-                        anneal=args.anneal,
+                        **_training_options_of(args),
                         seed=seed,
                     ).distribution
                     value, error = diagnostics.bound(q, targets.get(name), seed=seed)
