@@ -13,6 +13,7 @@ same process, alternating with tfnf in rounds, so both see the same machine load
 
 import argparse
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -30,6 +31,7 @@ import tensorflow_probability as tfp  # noqa: E402
 import tfnf  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
+RECORDS = pathlib.Path(__file__).with_name("results") / "train_step_against.json"
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # for baselines/
 
 
@@ -153,6 +155,36 @@ def against(tree: str, num_layers: int = 32, rounds: int = 5, steps: int = 400) 
     return ours, theirs
 
 
+def against_record(commits: list, ours: list, theirs: list, rounds: int) -> dict:
+    """The JSON record of one --against run: both checkouts' ms/step round by round."""
+    return {
+        "benchmark": "train_step.py --against",
+        "date": str(datetime.date.today()),
+        "machine": machine(),
+        "num_layers": 32,
+        "event_size": 2,
+        "batch_size": 4096,
+        "steps_per_execution": 10,
+        "rounds": rounds,
+        "this": {"commit": commits[0], "ms_per_step": ours, "median": float(np.median(ours))},
+        "other": {"commit": commits[1], "ms_per_step": theirs, "median": float(np.median(theirs))},
+    }
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def append_record(path: pathlib.Path, record: dict) -> None:
+    """Append a record to a JSON list file under benchmarks/results/ (made if missing)."""
+    path.parent.mkdir(exist_ok=True)
+    records = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps([*records, record], indent=1) + "\n")
+
+
 def gaussian_target(event_size: int):
     scale = tf.linspace(0.5, 2.0, event_size)
     return tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(event_size), scale_diag=scale)
@@ -181,7 +213,9 @@ def main():
         help="only the K = 32 step, here and in the checkout at TREE, alternating "
         "in fresh processes; appends both to RESULTS.md",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="rounds for --against (default 5)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=5, help="rounds for --against (default 5)"
+    )
     args = parser.parse_args()
     if args.against:
         ours, theirs = against(args.against, rounds=args.rounds)
@@ -207,6 +241,7 @@ def main():
                 ],
             ]
         )
+        append_record(RECORDS, against_record(commits, ours, theirs, args.rounds))
         return
     steps = 100 if args.quick else 400
     lines = [
