@@ -20,6 +20,8 @@ __all__ = [
     "kl_2d",
     "importance_log_normalizer",
     "ImportanceEstimate",
+    "mode_masses",
+    "covers_modes",
 ]
 
 
@@ -121,3 +123,29 @@ def importance_log_normalizer(
     ess = 1.0 / float(tf.reduce_sum(w * w))
     relative_sd = math.sqrt(max(num_samples * float(tf.reduce_sum(w * w)) - 1.0, 0.0))
     return ImportanceEstimate(log_z, relative_sd / math.sqrt(num_samples), ess / num_samples)
+
+
+def mode_masses(
+    q: tfp.distributions.Distribution,
+    locs,
+    num_samples: int = 200_000,
+    seed=None,
+) -> np.ndarray:
+    """The fraction of q's samples nearest to each mode: q's mass in each mode's Voronoi cell.
+
+    Arguments:
+        q: event [D].
+        locs: [M, D] the modes' centres (e.g. `tfnf.targets.mixture("hexagon").locs`).
+    Returns:
+        [M], summing to 1.
+    """
+    locs = np.asarray(locs)
+    z = q.sample(num_samples, seed=seed).numpy()
+    distances = ((z[:, np.newaxis, :] - locs[np.newaxis].astype(z.dtype)) ** 2).sum(-1)
+    return np.bincount(np.argmin(distances, axis=1), minlength=len(locs)) / num_samples
+
+
+def covers_modes(masses, weights, factor: float = 2.0) -> np.ndarray:
+    """Which modes q covers: its mass within `factor` of the true mass, either way: [M] bool."""
+    masses, weights = np.asarray(masses), np.asarray(weights)
+    return (masses > weights / factor) & (masses < weights * factor)
