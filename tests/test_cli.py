@@ -10,7 +10,7 @@ import keras
 import matplotlib.image
 import pytest
 
-from tfnf import cli, layers, models, names, targets
+from tfnf import cli, diagnostics, layers, models, names, targets
 
 
 def numbers(pattern, text):
@@ -101,10 +101,11 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
         )
         == 0
     )
-    assert matplotlib.image.imread(figure).shape[:2] == (
-        484,
-        726,
-    )  # 2 rows x 3 columns of 2.2 in at 110 dpi
+    # 2 rows x 3 columns of 2.2 in at 110 dpi, and half an inch for the caption.
+    assert matplotlib.image.imread(figure).shape[:2] == (539, 726)
+    printed = capsys.readouterr().out
+    assert "U1 K=2: bound" in printed and "KL(q || p)" in printed  # U1: the exact KL
+    assert "U2 K=2: bound" in printed and "KL on (-4, 4)^2" in printed  # U2: on the plotted box
     curve = tmp_path / "fig3d.png"
     assert (
         cli.main(
@@ -139,7 +140,7 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["figure3"], (5e-3, True)),
+        (["figure3"], (1e-2, True)),
         (["figure3", "--learning-rate", "0.02"], (0.02, True)),
         (["bound-vs-k", "--no-decay"], (1e-2, False)),
         (["fit", "U1"], (1e-2, True)),
@@ -168,6 +169,27 @@ def test_learning_rate_and_decay_reach_the_optimiser(monkeypatch, tmp_path, argv
     assert seen and all(
         rate == pytest.approx(expected[0]) and decayed == expected[1] for rate, decayed in seen
     )
+
+
+@pytest.mark.parametrize("extra, anneal_from", [([], "standard_normal"), (["--no-anneal"], None)])
+def test_fit_anneals_by_default_and_restricts_u2_to_the_plotted_box(
+    monkeypatch, tmp_path, capsys, extra, anneal_from
+):
+    seen = []
+    fit_flow = models.fit_flow
+
+    def recording_fit_flow(*args, **kwargs):
+        seen.append(fit_flow(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(models, "fit_flow", recording_fit_flow)
+    argv = ["fit", "U2", "--layers", "1", "--steps", "2", "--batch-size", "16"]
+    assert cli.main(argv + ["--out", str(tmp_path / "u2.png"), *extra]) == 0
+    (model,) = seen
+    assert model.anneal_from == anneal_from and model.box == targets.BOX
+    kl, mass = diagnostics.kl_2d(model.distribution, targets.get("U2"), extent=targets.BOX)
+    printed = capsys.readouterr().out
+    assert f"KL(q_box || p_box) = {kl:.4f} nats, with {mass:.0%} of q's mass inside" in printed
 
 
 # -- bad input: refused while parsing, before TensorFlow is imported or anything is trained ----

@@ -581,3 +581,92 @@ def test_load_model_names_a_truncated_file_where_keras_says_file_not_found(tmp_p
         Exception, match="(?i)not found"
     ):  # what Keras alone says: the reason for this
         keras.saving.load_model(cut)
+
+
+# -- the annealing path from N(0, I) and the box restriction (fit_flow's recipe) ----------------
+
+
+def first_step_samples(model, n):
+    """The samples of the model's first training step: its sampler's seed at step 0."""
+    return model.sample_and_log_prob(n, seed=tf.constant([model._sampler_seed, 0]))
+
+
+def numpy_u2(z):
+    return -0.5 * ((z[:, 1] - np.sin(np.pi * z[:, 0] / 2)) / 0.4) ** 2
+
+
+def test_annealing_from_the_standard_normal_follows_the_geometric_path():
+    model = make(num_layers=2, beta_schedule=0.3, anneal_from="standard_normal")
+    model.compile(optimizer=keras.optimizers.Adam(0.0), jit_compile=False)  # weights stay
+    z, log_q = (t.numpy() for t in first_step_samples(model, 64))
+    history = model.fit(steps=1, batch_size=64, verbose=0).history
+    log_p = targets.get("U1")(tf.constant(z)).numpy()
+    log_r = -0.5 * (z**2).sum(-1) - math.log(2 * math.pi)  # N(0, I) in 2-D
+    assert history["loss"][0] == pytest.approx(np.mean(log_q - 0.3 * log_p - 0.7 * log_r), 1e-5)
+    assert history["bound"][0] == pytest.approx(np.mean(log_q - log_p), rel=1e-5)
+
+
+def test_a_box_restricts_the_fitted_target_and_its_bound():
+    model = make(num_layers=2, target="U2", box=(-1.0, 1.5))
+    model.compile(optimizer=keras.optimizers.Adam(0.0), jit_compile=False)
+    z, log_q = (t.numpy() for t in first_step_samples(model, 64))
+    history = model.fit(steps=1, batch_size=64, verbose=0).history
+    outside = np.maximum(-1.0 - z, 0) + np.maximum(z - 1.5, 0)
+    log_p = numpy_u2(z) - 0.5 * (outside**2).sum(-1)
+    assert (outside > 0).any()  # some samples fall outside: the tails are tested
+    assert history["bound"][0] == pytest.approx(np.mean(log_q - log_p), rel=1e-5)
+    assert model.target_log_prob is targets.get("U2")  # the user's target, unrestricted
+
+
+def test_annealing_reference_and_box_survive_save_and_load(tmp_path):
+    model = make(num_layers=2, target="U2", anneal_from="standard_normal", box=(-4, 4))
+    path = str(tmp_path / "flow.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.anneal_from == "standard_normal" and loaded.box == (-4.0, 4.0)
+    z = tf.constant(np.random.default_rng(5).uniform(-6, 6, (50, 2)))
+    np.testing.assert_array_equal(loaded._fitted_log_prob(z), model._fitted_log_prob(z))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"anneal_from": "flat"}, "anneal_from must be None or 'standard_normal', got 'flat'"),
+        ({"box": (2, 1)}, r"box must be a pair \(lo, hi\) of finite numbers with lo < hi"),
+    ],
+)
+def test_bad_annealing_reference_or_box_is_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        tfnf.NormalizingFlow(event_size=2, num_layers=1, target_log_prob="U2", **options)
+
+
+def test_paper_annealing_reaches_one_at_its_duration():
+    schedule = tfnf.models.paper_annealing(400)
+    for t in (0, 100, 396, 400, 1000):
+        assert float(schedule(t)) == pytest.approx(min(1.0, 0.01 + t / 400), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "target, box",
+    [("U2", targets.BOX), ("U4", targets.BOX), ("U1", None), ("hexagon", None)],
+)
+def test_fit_flow_restricts_only_targets_that_are_not_normalisable(target, box):
+    model = tfnf.models.fit_flow(target, num_layers=1, steps=2, batch_size=16, seed=1)
+    assert model.box == box and model.anneal_from == "standard_normal"
+    schedule = model.beta_schedule  # the paper's, over the first half (1) of the 2 steps run
+    assert float(schedule(5)) == pytest.approx(1.0) and float(schedule(0)) == pytest.approx(0.01)
+    plain = tfnf.models.fit_flow(
+        target, num_layers=1, steps=2, batch_size=16, anneal=False, box=None
+    )
+    assert plain.box is None and plain.anneal_from is None and plain.beta_schedule == 1.0
+
+
+def test_fit_flow_covers_the_two_heaviest_modes_of_the_hexagon_mixture():
+    # A small budget (about 5 s): K = 8, 1,000 steps of 512. Each of the two heaviest modes
+    # (weights 0.30 and 0.22) must hold a mass within a factor 2 of its weight under q.
+    spec = targets.mixture("hexagon")
+    model = tfnf.models.fit_flow(
+        "hexagon", num_layers=8, steps=1000, batch_size=512, seed=0, dtype="float64"
+    )
+    masses = diagnostics.mode_masses(model.distribution, spec.locs, num_samples=20_000, seed=[1, 2])
+    assert diagnostics.covers_modes(masses[:2], spec.weights[:2]).all(), masses

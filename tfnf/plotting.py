@@ -1,5 +1,6 @@
 """Pictures of targets and flows; the only module that imports matplotlib."""
 
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ __all__ = [
 
 
 def density_on_grid(
-    log_prob: Callable, extent: Sequence[float] = (-4.0, 4.0), num: int = 200, dtype=np.float32
+    log_prob: Callable, extent: Sequence[float] = targets.BOX, num: int = 200, dtype=np.float32
 ) -> np.ndarray:
     """exp(log_prob) at the cell centres of a num x num grid: [num, num], rows along z2.
 
@@ -34,7 +35,7 @@ def density_on_grid(
 def target_and_flow(
     target_log_prob: Callable,
     q: tfp.distributions.Distribution,
-    extent: Sequence[float] = (-4.0, 4.0),
+    extent: Sequence[float] = targets.BOX,
     num: int = 200,
     title: str = "",
 ) -> plt.Figure:
@@ -57,31 +58,47 @@ def target_and_flow(
 
 def figure3(
     flows: Mapping[tuple[str, int], tfp.distributions.Distribution],
-    extent: Sequence[float] = (-4.0, 4.0),
+    extent: Sequence[float] = targets.BOX,
     num: int = 200,
+    kls: Mapping[tuple[str, int], float] | None = None,
+    caption: str | None = None,
 ) -> plt.Figure:
     """The paper's Figure 3: rows U1..U4, columns the exact density, then q_K for each K.
 
     Arguments:
         flows: {(target name, K): fitted q}; rows and columns follow the keys' order.
+        extent: the square every panel shows, `tfnf.targets.BOX` by default.
+        kls: {(target name, K): KL in nats}, written under each q's panel.
+        caption: text under the figure (say there which KL `kls` holds, and on which box).
     """
     names = list(dict.fromkeys(name for name, _ in flows))
     ks = list(dict.fromkeys(k for _, k in flows))
     fig, axes = plt.subplots(
         len(names),
         len(ks) + 1,
-        figsize=(2.2 * (len(ks) + 1), 2.2 * len(names)),
+        figsize=(2.2 * (len(ks) + 1), 2.2 * len(names) + (0.5 if caption else 0.0)),
         squeeze=False,
         constrained_layout=True,
     )
     for row, name in zip(axes, names, strict=True):
-        panels = [(density_on_grid(targets.get(name), extent, num), f"{name}: exp(-U)")]
-        panels += [(density_on_grid(flows[name, k].log_prob, extent, num), f"K = {k}") for k in ks]
-        for ax, (density, title) in zip(row, panels, strict=True):
+        panels = [(density_on_grid(targets.get(name), extent, num), f"{name}: exp(-U)", None)]
+        panels += [
+            (
+                density_on_grid(flows[name, k].log_prob, extent, num),
+                f"K = {k}",
+                None if kls is None else f"KL {kls[name, k]:.3f}",
+            )
+            for k in ks
+        ]
+        for ax, (density, title, label) in zip(row, panels, strict=True):
             ax.imshow(density, origin="lower", extent=(*extent, *extent), cmap="viridis")
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
+            if label:
+                ax.set_xlabel(label, fontsize=8)
+    if caption:
+        fig.supxlabel(textwrap.fill(caption, 110), fontsize=7)
     return fig
 
 

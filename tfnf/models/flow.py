@@ -13,7 +13,7 @@ import tensorflow_probability as tfp
 
 from tfnf import _checks, layers, sampling, targets
 from tfnf._checks import positive_int
-from tfnf.models.objectives import Schedule, paper_annealing
+from tfnf.models.objectives import ANNEALING_REFERENCES, Schedule, paper_annealing
 from tfnf.models.training import GuardedTraining, available_memory, under_strategy
 
 __all__ = ["NormalizingFlow", "fit_flow"]
@@ -44,6 +44,13 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             by TFP's Shift o ScaleMatvecTriL (`tfnf.layers.FullRankNormal`).
         beta_schedule: inverse temperature, a float or a Keras schedule of the
             step (e.g. `paper_annealing()`); 1.0 by default.
+        anneal_from: where annealing starts: None, the paper's p~^beta (nearly flat
+            at small beta), or "standard_normal", the geometric path
+            N(0, I)^(1 - beta) p~^beta from the flow's initial q to the target
+            (`objectives.annealed_free_energy`). Nothing changes at beta = 1.
+        box: None, or (lo, hi): fit the target restricted to [lo, hi]^D with Gaussian
+            tails outside (`tfnf.targets.Restricted`), for targets that are not
+            normalisable. `loss` and `bound` are then those of the restricted target.
         flow_options: keyword arguments of the flow layer, e.g.
             `{"initializer": "random_normal", "start_at_identity": False}`.
         seed: seed of the sampler; step t draws with the stateless seed (seed, t),
@@ -61,6 +68,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         flow_options: dict | None = None,
         seed: int | None = None,
         base: str = "diagonal",
+        anneal_from: str | None = None,
+        box=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,6 +95,10 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             self.flow_layer.build((event_size,))
         self._init_training(seed)
         self.beta_schedule = _checked_schedule(beta_schedule)
+        if anneal_from not in ANNEALING_REFERENCES:
+            raise ValueError(f"anneal_from must be None or 'standard_normal', got {anneal_from!r}.")
+        self.anneal_from = anneal_from
+        self.box = None if box is None else targets._box(box, "box")
         self.target_log_prob = target_log_prob
         self.batch_size = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -165,6 +178,9 @@ class NormalizingFlow(GuardedTraining, keras.Model):
     def target_log_prob(self, target):
         self._target_spec = target if isinstance(target, str) else _registered_name(target)
         self._target_log_prob = None if target is None else self._checked_target(target)
+        self._fitted_log_prob = self._target_log_prob
+        if self.box is not None and target is not None:
+            self._fitted_log_prob = targets.Restricted(self._target_log_prob, self.box)
 
     def _checked_target(self, target) -> Callable:
         if isinstance(target, tfd.Distribution):
@@ -212,9 +228,11 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         n = self.batch_size // (replica.num_replicas_in_sync if replica is not None else 1)
         rows = sampling.replica_rows(n)  # None on one device
 
+        reference = ANNEALING_REFERENCES[self.anneal_from]
+
         def draw():
             z, log_q = self.sample_and_log_prob(n, seed=self._step_seed(), rows=rows)
-            return log_q, self._target_log_prob(z)
+            return log_q, self._fitted_log_prob(z), None if reference is None else reference(z)
 
         update, *_ = self._guarded_update(draw, rows)
         self.beta_tracker.update_state(update.beta)
@@ -388,6 +406,8 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             "flow_options": keras.saving.serialize_keras_object(self.flow_options),
             "seed": self._sampler_seed,
             "base": self.base_kind,
+            "anneal_from": self.anneal_from,
+            "box": self.box,
         }
 
     @classmethod
@@ -440,42 +460,58 @@ def fit_flow(
     num_layers: int,
     event_size: int = 2,
     flow: str = "planar",
-    steps: int = 2000,
+    steps: int = 20000,
     batch_size: int = 4096,
     learning_rate: float = 1e-2,
     decay: bool = True,
-    anneal: bool = False,
+    anneal: bool = True,
+    box="auto",
     seed: int = 0,
     dtype: str = "float32",
     steps_per_execution: int = 10,
     base: str = "diagonal",
     **fit_kwargs,
 ) -> NormalizingFlow:
-    """Build, compile and fit a NormalizingFlow on a target: what the commands and notebooks run.
+    """Build, compile and fit a NormalizingFlow on a target: the default recipe, which the
+    commands and notebooks run.
 
-    Adam from `learning_rate` (1e-2, as in the seed scripts). With `decay` the
-    rate falls along a cosine to a tenth of it by the last step, so that the late
-    steps stop jittering about the optimum (benchmarks/RESULTS.md). `anneal`
-    uses `paper_annealing()`. `steps` is rounded up to a multiple of `steps_per_execution`.
-    `num_layers` may be 0 (q is the base); `base` is "diagonal" or "full_rank" (see
-    `NormalizingFlow`).
+    - Adam from `learning_rate` (1e-2, as in the seed scripts); with `decay` the
+      rate falls along a cosine to a tenth of it by the last step, so that the
+      late steps stop jittering about the optimum.
+    - With `anneal`, the paper's inverse temperature beta_t = min(1, 0.01 + t / (steps / 2))
+      (at 20,000 steps exactly the paper's t / 10000) along the geometric path
+      from N(0, I), the flow's initial q, to the target (`anneal_from="standard_normal"`):
+      it keeps every mode of a multi-modal target without letting q spread.
+    - `box`: "auto" restricts a registered target that is not normalisable (U2..U4) to
+      `tfnf.targets.BOX`, the square it is plotted and judged on (`targets.Restricted`);
+      None never restricts; a pair (lo, hi) always does.
+
+    benchmarks/RESULTS.md measures what each ingredient buys. `steps` is rounded up
+    to a multiple of `steps_per_execution`. `num_layers` may be 0 (q is the base);
+    `base` is "diagonal" or "full_rank" (see `NormalizingFlow`).
     """
     seed = _checks.seed(seed)
     steps = positive_int(steps, "steps")
+    anneal = _checks.boolean(anneal, "anneal")
+    if isinstance(box, str) and box == "auto":
+        normalizable = not isinstance(target, str) or targets.is_normalizable(target)
+        box = None if normalizable else targets.BOX
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    per_execution = max(1, min(steps_per_execution, steps))
+    total = per_execution * math.ceil(steps / per_execution)
     model = NormalizingFlow(
         event_size=event_size,
         num_layers=num_layers,
         flow=flow,
         target_log_prob=target,
-        beta_schedule=paper_annealing() if anneal else 1.0,
+        beta_schedule=paper_annealing(max(1, total // 2)) if anneal else 1.0,
+        anneal_from="standard_normal" if anneal else None,
+        box=box,
         seed=seed,
         dtype=dtype,
         base=base,
     )
-    per_execution = max(1, min(steps_per_execution, steps))
-    total = per_execution * math.ceil(steps / per_execution)
     rate = (
         keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total, alpha=0.1)
         if decay

@@ -32,7 +32,7 @@ class Update(NamedTuple):
     beta: tf.Tensor  # the inverse temperature of the step
     log_q: tf.Tensor  # [n] ln q at the step's samples
     log_p: tf.Tensor  # [n] ln p~ there
-    per_sample: tf.Tensor  # [n] ln q - beta ln p~
+    per_sample: tf.Tensor  # [n] ln q - beta ln p~ - (1 - beta) ln r
     loss: tf.Tensor  # mean of per_sample
     bound: tf.Tensor  # mean(ln q - ln p~)
 
@@ -115,11 +115,14 @@ class GuardedTraining:
     # -- the update -------------------------------------------------------
 
     def _guarded_update(self, draw: Callable[[], tuple], rows: ReplicaRows | None) -> tuple:
-        """One step on the annealed reverse KL, mean(ln q - beta ln p~), applied only if finite.
+        """One step on the annealed reverse KL, applied only if finite.
+
+        The loss is mean(ln q - beta ln p~ - (1 - beta) ln r) (`annealed_free_energy`).
 
         Arguments:
-            draw: () -> (ln q [n], ln p~ [n], *more), run under the tape: the densities
-                of the flow and of the (unnormalised) target at this step's n samples.
+            draw: () -> (ln q [n], ln p~ [n], ln r [n] or None, *more), run under the tape:
+                the densities of the flow, of the (unnormalised) target and of the
+                annealing's reference (None: the paper's flat start) at this step's n samples.
             rows: this replica's slice of the global batch (None on one device): the
                 strategy sums the replicas' gradients, so each takes its share of the global mean.
         Returns:
@@ -127,8 +130,8 @@ class GuardedTraining:
         """
         beta = self._beta()
         with tf.GradientTape() as tape:
-            log_q, log_p, *more = draw()
-            per_sample = annealed_free_energy(log_q, log_p, beta)
+            log_q, log_p, log_reference, *more = draw()
+            per_sample = annealed_free_energy(log_q, log_p, beta, log_reference)
             loss = tf.reduce_mean(per_sample)
             share = (
                 loss

@@ -223,7 +223,7 @@ class FlowVAE(GuardedTraining, keras.Model):
 
         def draw():
             log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=rows)
-            return log_q, log_px_z + log_pz, log_px_z, log_pz
+            return log_q, log_px_z + log_pz, None, log_px_z, log_pz
 
         update, log_px_z, log_pz = self._guarded_update(draw, rows)
         return self._track_terms(update.finite, update.per_sample, log_px_z, log_pz, update.log_q)
