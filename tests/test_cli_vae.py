@@ -3,10 +3,12 @@ the PNG is drawn.
 """
 
 import csv
+import json
 import re
 
 import keras
 import matplotlib.image
+import numpy as np
 import pytest
 
 from tfnf import cli, datasets
@@ -156,3 +158,78 @@ def test_vae_needs_the_flow_length_and_the_epochs(capsys):
     with pytest.raises(SystemExit):
         cli.main(["vae", "--epochs", "1"])
     assert "the following arguments are required: --layers" in capsys.readouterr().err
+
+
+# -- validation, early stopping and resuming from --backup ---------------------------------------
+
+
+def vae_argv(tmp_path, mnist_subset_path, *extra, epochs="3"):
+    return [
+        "vae",
+        "--layers",
+        "1",
+        "--epochs",
+        epochs,
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--samples",
+        "2",
+        "--eval-images",
+        "20",
+        "--validation-images",
+        "50",
+        "--data",
+        str(mnist_subset_path),
+        "--out",
+        str(tmp_path / "vae.png"),
+        *extra,
+    ]
+
+
+def test_vae_keeps_the_weights_of_the_best_validation_elbo(tmp_path, capsys, mnist_subset_path):
+    backup, saved = tmp_path / "run", tmp_path / "vae.keras"
+    argv = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--save", str(saved))
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    best, epoch = re.search(r"best validation ELBO (-?[\d.]+) nats at epoch (\d)", text).groups()
+    # The saved model is the best epoch's: its validation ELBO, recomputed, is the best printed.
+    model = keras.models.load_model(saved)
+    valid = datasets.load_binarized_mnist("valid", mnist_subset_path)[np.arange(50) * 200 // 50]
+    elbo = model.evaluate(valid, batch_size=100, return_dict=True, verbose=0)["elbo"]
+    record = json.loads((backup / "best" / "best.json").read_text())
+    assert record["epoch"] + 1 == int(epoch) and float(best) == pytest.approx(
+        record["best"], abs=0.006
+    )
+    # The evaluation draws with the step seed, which moves on after the best epoch: within noise.
+    assert elbo == pytest.approx(record["best"], abs=3.0)
+    assert "validated on 50 images, best kept" in text
+
+
+def test_vae_resumes_from_its_backup_and_refuses_another_runs(tmp_path, capsys, mnist_subset_path):
+    backup = tmp_path / "run"
+    first = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="1")
+    assert cli.main(first) == 0
+    assert "trained 1 epoch in" in capsys.readouterr().out
+    longer = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="2")
+    assert cli.main(longer) == 0
+    text = capsys.readouterr().out
+    assert "trained 1 epoch in" in text  # epoch 2 only: epoch 1 came from the backup
+    assert cli.main(longer) == 0  # all epochs done: nothing more to train, evaluated again
+    assert "trained 0 epochs in" in capsys.readouterr().out
+
+    other = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--seed", "1")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(other)
+    assert stop.value.code == 2
+    assert "--seed 0 there, 1 here" in capsys.readouterr().err
+
+
+def test_vae_patience_needs_validation(tmp_path, capsys, mnist_subset_path):
+    argv = vae_argv(tmp_path, mnist_subset_path, "--patience", "2")
+    argv[argv.index("--validation-images") + 1] = "0"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert "--patience: needs validation" in capsys.readouterr().err

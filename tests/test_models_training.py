@@ -128,3 +128,80 @@ def test_class_and_sample_weights_are_refused(make):
     with pytest.raises(ValueError, match="does not take `class_weight`: the model has no classes"):
         fit(model, 1, class_weight={0: 1.0})
     assert int(model.optimizer.iterations) == 0
+
+
+# -- KeepBest: early stopping whose best weights survive an interruption ------------------------
+
+SCORES = [3.0, 1.0, 2.0, 0.5, 4.0, 5.0, 6.0, 7.0, 8.0]  # the best is epoch 3's
+
+
+class _Score(keras.callbacks.Callback):
+    """Writes SCORES[epoch] into the logs (callbacks share them) and keeps each epoch's weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = SCORES[epoch]
+        self.weights[epoch] = weights(self.model)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+
+def flow(seed=2):
+    keras.utils.set_random_seed(seed)
+    model = tfnf.NormalizingFlow(2, 2, target_log_prob="U1", seed=seed, dtype="float64")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
+    return model
+
+
+def test_keep_best_stops_after_patience_and_restores_the_best_epochs_weights(tmp_path):
+    model, score = flow(), _Score()
+    keep = tfnf.models.KeepBest(tmp_path / "best", monitor="score", mode="min", patience=3)
+    history = model.fit(
+        steps=90, steps_per_epoch=10, batch_size=32, verbose=0, callbacks=[score, keep]
+    )
+    assert len(history.history["loss"]) == 7  # epochs 4, 5, 6 do not improve on epoch 3
+    assert (keep.best, keep.best_epoch, keep.stopped_epoch) == (0.5, 3, 6)
+    for restored, best in zip(weights(model), score.weights[3], strict=True):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_keep_best_resumes_its_record_after_an_interruption(tmp_path):
+    straight, score = flow(), _Score()
+    keep = tfnf.models.KeepBest(tmp_path / "a", monitor="score", mode="min", patience=3)
+    straight.fit(steps=90, steps_per_epoch=10, batch_size=32, verbose=0, callbacks=[score, keep])
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    keep = tfnf.models.KeepBest(tmp_path / "b", monitor="score", mode="min", patience=3)
+    with pytest.raises(KeyboardInterrupt):
+        flow().fit(
+            steps=90,
+            steps_per_epoch=10,
+            batch_size=32,
+            verbose=0,
+            callbacks=[_Score(), backup, keep, _Interrupt()],
+        )
+    resumed = flow()
+    keep = tfnf.models.KeepBest(tmp_path / "b", monitor="score", mode="min", patience=3)
+    history = resumed.fit(
+        steps=90, steps_per_epoch=10, batch_size=32, verbose=0, callbacks=[_Score(), backup, keep]
+    )
+    assert len(history.history["loss"]) == 2  # epochs 5 and 6: patience ran on from epoch 4
+    assert (keep.best, keep.best_epoch, keep.stopped_epoch) == (0.5, 3, 6)
+    for a, b in zip(weights(resumed), score.weights[3], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_keep_best_names_a_missing_metric_and_bad_arguments(tmp_path):
+    with pytest.raises(KeyError, match="the logs have no 'val_elbo'"):
+        flow().fit(steps=10, batch_size=8, verbose=0, callbacks=[tfnf.models.KeepBest(tmp_path)])
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min', got 'up'"):
+        tfnf.models.KeepBest(tmp_path, mode="up")
+    with pytest.raises(ValueError, match="patience"):
+        tfnf.models.KeepBest(tmp_path, patience=0)

@@ -6,10 +6,13 @@ exit status 2. `--help` imports no TensorFlow, so it answers at once.
 """
 
 import argparse
+import contextlib
 import csv
+import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -264,6 +267,12 @@ def _vae(args: argparse.Namespace) -> int:
         # Evenly spaced: the test split is ordered by digit (its first thousand images are 0s).
         test = test[np.arange(args.eval_images) * len(test) // args.eval_images]
     batches = train.shuffle(num_train, seed=args.seed).batch(args.batch_size).prefetch(2)
+    validation = None
+    if args.validation_images:
+        valid = datasets.load_binarized_mnist("valid", args.data)
+        if args.validation_images < len(valid):
+            valid = valid[np.arange(args.validation_images) * len(valid) // args.validation_images]
+        validation = valid
     model = models.FlowVAE(
         latent_size=args.latent,
         hidden_units=args.hidden,
@@ -287,18 +296,62 @@ def _vae(args: argparse.Namespace) -> int:
     ]
     settings += [f"gradient norm clipped at {args.clip_norm:g}"] if args.clip_norm else []
     settings += ["annealed"] if args.anneal else []
+    if validation is not None:
+        settings += [
+            f"validated on {len(validation)} images, best kept"
+            + (f", patience {args.patience}" if args.patience else "")
+        ]
     print(f"{name}, K={args.layers}: {', '.join(settings)}", flush=True)
     throughput, keep = _throughput(args.batch_size), _KeepModel(args)
-    start = time.perf_counter()
-    try:
-        model.fit(batches, epochs=args.epochs, callbacks=[throughput, keep.callback()], verbose=1)
-    except KeyboardInterrupt:
-        print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
-        return 130
+    callbacks = [throughput, keep.callback()]
+    with contextlib.ExitStack() as stack:
+        if args.backup is not None:
+            args.backup.mkdir(exist_ok=True)
+            (args.backup / "arguments.json").write_text(
+                json.dumps(_run_arguments(args), indent=1) + "\n"
+            )
+            # Kept after the last epoch too: a rerun then trains no further and evaluates.
+            callbacks.append(
+                keras.callbacks.BackupAndRestore(
+                    str(args.backup / "progress"), delete_checkpoint=False
+                )
+            )
+            best = args.backup / "best"
+        else:
+            best = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfnf-vae-")))
+        if validation is not None:
+            best_kept = models.KeepBest(
+                best, monitor="val_elbo", mode="max", patience=args.patience
+            )
+            callbacks.append(best_kept)
+        start = time.perf_counter()
+        try:
+            history = model.fit(
+                batches,
+                epochs=args.epochs,
+                validation_data=None if validation is None else (validation,),
+                validation_batch_size=args.batch_size,
+                callbacks=callbacks,
+                verbose=1,
+            )
+        except KeyboardInterrupt:
+            print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
+            return 130
+    epochs_run = len(history.history.get("loss", []))
     print(
-        f"trained in {time.perf_counter() - start:.1f} s, {throughput.rate:.0f} images/s after the "
-        "first step"
+        f"trained {epochs_run} epoch{'s' * (epochs_run != 1)} in {time.perf_counter() - start:.1f} "
+        f"s, {throughput.rate:.0f} images/s after the first step"
     )
+    if validation is not None and best_kept.best_epoch is not None:
+        stopped = (
+            f"; stopped early after epoch {best_kept.stopped_epoch + 1}"
+            if best_kept.stopped_epoch is not None
+            else ""
+        )
+        print(
+            f"best validation ELBO {best_kept.best:.2f} nats at epoch {best_kept.best_epoch + 1}, "
+            f"its weights restored{stopped}"
+        )
     elbo = model.evaluate(test, batch_size=args.batch_size, return_dict=True, verbose=0)["elbo"]
     print(
         f"estimating -ln p(x) on {len(test)} test images with {args.samples} importance samples "
@@ -415,6 +468,19 @@ def _output(suffixes: tuple):
         return path
 
     return parse
+
+
+def _directory(text: str) -> Path:
+    """A directory the command may make or reuse: in a writable directory, not a file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; name a directory")
+    folder = path if path.exists() else path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory holding {text!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{str(folder)!r} is not writable")
+    return path
 
 
 def _existing(text: str) -> Path:
@@ -556,6 +622,25 @@ def _parser() -> argparse.ArgumentParser:
         "--samples", type=_integer(1), default=200, help="importance samples per test image"
     )
     flow_vae.add_argument(
+        "--validation-images",
+        type=_integer(0),
+        default=10_000,
+        help="validate each epoch on N images of the valid split (0: none); the weights of the "
+        "best validation ELBO are kept and restored at the end",
+    )
+    flow_vae.add_argument(
+        "--patience",
+        type=_integer(1),
+        default=None,
+        help="stop after this many epochs without a better validation ELBO (None: never)",
+    )
+    flow_vae.add_argument(
+        "--backup",
+        type=_directory,
+        default=None,
+        help="keep the run's progress here each epoch; rerun with the same arguments to resume",
+    )
+    flow_vae.add_argument(
         "--eval-images",
         type=_integer(1),
         default=10_000,
@@ -601,7 +686,62 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             _output((".csv",))(str(_csv_beside(args.out)))
         except argparse.ArgumentTypeError as error:
             parser.exit(2, f"tfnf {args.command}: error: argument --out: {error}\n")
+    if args.command == "vae":
+        if args.patience is not None and not args.validation_images:
+            parser.exit(
+                2,
+                "tfnf vae: error: argument --patience: needs validation "
+                "(--validation-images > 0)\n",
+            )
+        if args.backup is not None:
+            mismatch = _backup_mismatch(args)
+            if mismatch:
+                parser.exit(2, f"tfnf vae: error: argument --backup: {mismatch}\n")
     return args
+
+
+# What defines a `tfnf vae` run: a backup resumes only a run with the same ones. --epochs may
+# grow (to train on), and what is done after training (evaluation, outputs) may change.
+RUN_ARGUMENTS = (
+    "flow",
+    "layers",
+    "batch_size",
+    "hidden",
+    "latent",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "clip_norm",
+    "anneal",
+    "validation_images",
+    "seed",
+)
+
+
+def _run_arguments(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in RUN_ARGUMENTS}
+
+
+def _backup_mismatch(args: argparse.Namespace) -> str | None:
+    """Why the backup at args.backup belongs to another run, or None (also when there is none)."""
+    record = Path(args.backup) / "arguments.json"
+    if not record.exists():
+        return None
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        return f"{str(record)!r} is unreadable ({error}); remove the directory to start afresh"
+    differ = [
+        f"--{name.replace('_', '-')} {saved.get(name)!r} there, {value!r} here"
+        for name, value in _run_arguments(args).items()
+        if saved.get(name) != value
+    ]
+    if not differ:
+        return None
+    return (
+        f"{str(args.backup)!r} holds a run with other arguments ({'; '.join(differ)}); "
+        "rerun with those, or name another directory"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,12 +10,13 @@
 from tfnf.models.flow import NormalizingFlow, fit_flow
 from tfnf.models.objectives import annealed_free_energy, beta_at, paper_annealing, reverse_kl
 from tfnf.models.saving import load_model
-from tfnf.models.training import GuardedTraining, NonFiniteLossError, StopOnNonFinite
+from tfnf.models.training import GuardedTraining, KeepBest, NonFiniteLossError, StopOnNonFinite
 from tfnf.models.vae import FlowVAE, Maxout, NegativeLogLikelihood, negative_log_likelihood
 
 __all__ = [
     "FlowVAE",
     "GuardedTraining",
+    "KeepBest",
     "Maxout",
     "NegativeLogLikelihood",
     "NonFiniteLossError",

@@ -4,7 +4,9 @@ References:
     Rezende & Mohamed (2015), section 6 (annealed free energy).
 """
 
+import json
 import math
+import pathlib
 import random
 import warnings
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from tfnf import _checks
 from tfnf.models.objectives import annealed_free_energy, beta_at
 from tfnf.sampling import ReplicaRows
 
-__all__ = ["GuardedTraining", "NonFiniteLossError", "StopOnNonFinite", "Update"]
+__all__ = ["GuardedTraining", "KeepBest", "NonFiniteLossError", "StopOnNonFinite", "Update"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -354,3 +356,83 @@ class StopOnNonFinite(keras.callbacks.Callback):
             return
         self.model.stop_training = True
         raise NonFiniteLossError(message)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Early stopping with the best weights kept on disk: `EarlyStopping(restore_best_weights=True)`
+    that survives an interruption.
+
+    At the end of each epoch it compares `logs[monitor]` with the best so far;
+    an improvement writes the weights to `directory/best.weights.h5` and its
+    record (best value, its epoch, epochs since) to `directory/best.json`. After
+    `patience` epochs without one it stops training. When training ends, for
+    whatever reason, the best weights are loaded back. A run restarted with the
+    same `directory` (beside `keras.callbacks.BackupAndRestore`, which resumes the
+    weights, optimizer and epoch) picks up the record, so its best and its
+    patience carry on where they were. A non-finite value never counts as better.
+
+    Arguments:
+        directory: where the best weights and their record live (made if missing).
+        monitor: the logged number to watch, e.g. "val_elbo" (with validation data).
+        mode: "max" or "min".
+        patience: epochs without improvement before stopping; None never stops.
+    """
+
+    def __init__(self, directory, monitor: str = "val_elbo", mode: str = "max", patience=None):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        if patience is not None:
+            patience = _checks.positive_int(patience, "patience")
+        self.directory = pathlib.Path(directory)
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
+
+    @property
+    def _weights_path(self) -> pathlib.Path:
+        return self.directory / "best.weights.h5"
+
+    @property
+    def _record_path(self) -> pathlib.Path:
+        return self.directory / "best.json"
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stopped_epoch = None
+        if self._record_path.exists():
+            record = json.loads(self._record_path.read_text())
+            self.best, self.best_epoch, self.wait = record["best"], record["epoch"], record["wait"]
+        else:
+            self.best, self.best_epoch, self.wait = None, None, 0
+
+    def _better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or self.monitor not in logs:
+            raise KeyError(
+                f"KeepBest: the logs have no {self.monitor!r} (they have "
+                f"{', '.join(sorted(logs or {})) or 'nothing'}); pass validation data for val_ "
+                "metrics."
+            )
+        value = float(logs[self.monitor])
+        if self._better(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.model.save_weights(str(self._weights_path))
+        else:
+            self.wait += 1
+        record = {"best": self.best, "epoch": self.best_epoch, "wait": self.wait}
+        partial = self._record_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(record) + "\n")
+        partial.replace(self._record_path)  # the record changes all at once
+        if self.patience is not None and self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._weights_path.exists():
+            self.model.load_weights(str(self._weights_path))
