@@ -670,3 +670,10 @@ def test_fit_flow_covers_the_two_heaviest_modes_of_the_hexagon_mixture():
     )
     masses = diagnostics.mode_masses(model.distribution, spec.locs, num_samples=20_000, seed=[1, 2])
     assert diagnostics.covers_modes(masses[:2], spec.weights[:2]).all(), masses
+
+
+def test_fit_flow_anneals_planar_and_radial_maps_but_not_nice_couplings():
+    for flow, annealed in (("planar", True), ("radial", True), ("nice", False)):
+        model = tfnf.models.fit_flow("U1", num_layers=1, flow=flow, steps=2, batch_size=16)
+        assert (model.anneal_from == "standard_normal") == annealed
+        assert (model.beta_schedule != 1.0) == annealed

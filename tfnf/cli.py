@@ -92,7 +92,7 @@ def _training_options_of(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "decay": not args.no_decay,
-        "anneal": not args.no_anneal,
+        "anneal": False if args.no_anneal else None,  # None: fit_flow's default for the flow
     }
 
 
@@ -504,8 +504,8 @@ def _training_options(command, steps: int, batch: int, rate: float) -> None:
     command.add_argument(
         "--no-anneal",
         action="store_true",
-        help="leave out the annealing (otherwise: beta_t = min(1, 0.01 + t / (steps / 2)) "
-        "along the path from N(0, I) to the target)",
+        help="leave out the annealing (otherwise, for planar and radial flows: beta_t = "
+        "min(1, 0.01 + t / (steps / 2)) along the path from N(0, I) to the target)",
     )
 
 

@@ -46,7 +46,27 @@ def u4(z):
     )
 
 
-TARGETS = {"U1": u1, "U2": u2, "U3": u3, "U4": u4}
+def _mixture(num_modes: int, radius: float, start: float, weights, scale: float):
+    """ln sum_i w_i N(z; m_i, scale^2 I), modes evenly on a circle from angle `start`."""
+    angles = start + 2 * math.pi * torch.arange(num_modes, dtype=torch.float32) / num_modes
+    locs = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # [M, 2]
+    log_w = torch.log(torch.tensor(weights, dtype=torch.float32) / sum(weights))
+
+    def log_prob(z):
+        squared = ((z[:, None, :] - locs[None]) ** 2).sum(-1) / scale**2  # [N, M]
+        return torch.logsumexp(log_w - 0.5 * squared - math.log(2 * math.pi * scale**2), dim=1)
+
+    return log_prob
+
+
+TARGETS = {
+    "U1": u1,
+    "U2": u2,
+    "U3": u3,
+    "U4": u4,
+    "hexagon": _mixture(6, 3.0, 0.0, [0.30, 0.22, 0.18, 0.15, 0.10, 0.05], 0.4),
+    "triangle": _mixture(3, 2.5, math.pi / 2, [10.0, 10.0, 1.0], 0.5),
+}
 
 
 class PlanarFlow(torch.nn.Module):

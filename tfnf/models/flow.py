@@ -454,6 +454,10 @@ def _registered_name(target) -> str | None:
     return None
 
 
+# The flows fit_flow anneals by default: measured to gain from it (benchmarks/RESULTS.md).
+ANNEALED_FLOWS = ("planar", "radial")
+
+
 def fit_flow(
     target,
     *,
@@ -464,7 +468,7 @@ def fit_flow(
     batch_size: int = 4096,
     learning_rate: float = 1e-2,
     decay: bool = True,
-    anneal: bool = True,
+    anneal: bool | None = None,
     box="auto",
     seed: int = 0,
     dtype: str = "float32",
@@ -478,8 +482,11 @@ def fit_flow(
     - Adam from `learning_rate` (1e-2, as in the seed scripts); with `decay` the
       rate falls along a cosine to a tenth of it by the last step, so that the
       late steps stop jittering about the optimum.
-    - With `anneal`, the paper's inverse temperature beta_t = min(1, 0.01 + t / (steps / 2))
-      (at 20,000 steps exactly the paper's t / 10000) along the geometric path
+    - With `anneal` (None: on for planar and radial maps, off for NICE couplings,
+      which the annealing leaves stuck at N(0, I): KL 3.2 nats on U1 at K = 2
+      after 20,000 steps, where without it they fit), the paper's inverse temperature
+      beta_t = min(1, 0.01 + t / (steps / 2)) (at 20,000 steps exactly the paper's
+      t / 10000) along the geometric path
       from N(0, I), the flow's initial q, to the target (`anneal_from="standard_normal"`):
       it keeps every mode of a multi-modal target without letting q spread.
     - `box`: "auto" restricts a registered target that is not normalisable (U2..U4) to
@@ -492,7 +499,7 @@ def fit_flow(
     """
     seed = _checks.seed(seed)
     steps = positive_int(steps, "steps")
-    anneal = _checks.boolean(anneal, "anneal")
+    anneal = flow in ANNEALED_FLOWS if anneal is None else _checks.boolean(anneal, "anneal")
     if isinstance(box, str) and box == "auto":
         normalizable = not isinstance(target, str) or targets.is_normalizable(target)
         box = None if normalizable else targets.BOX
