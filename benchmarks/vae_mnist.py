@@ -61,6 +61,7 @@ SHARED_MNIST = (
     ROOT.parent / "shared" / "data" / "binarized_mnist.npz"
 )  # beside the checkout, when there
 SUBSET = ROOT / "tests" / "data" / "binarized_mnist_small.npz"
+RECORDS = pathlib.Path(__file__).with_name("results") / "vae_mnist.json"
 # Table 2 of Rezende & Mohamed (2015), -ln p(x) upper bounds after 500,000 updates; planar flows.
 PAPER = {0: 89.9, 10: 87.5, 20: 86.5, 40: 85.7, 80: 85.1}
 
@@ -92,14 +93,14 @@ def run(num_layers: int, seed: int, args: argparse.Namespace, workdir: pathlib.P
         str(args.samples),
         "--seed",
         str(seed),
-        "--clip-norm",
-        str(args.clip_norm or 0),
         "--table",
         str(table),
         "--out",
         str(workdir / f"samples_k{num_layers}_seed{seed}.png"),
     ]
     argv += ["--anneal"] if args.anneal else []
+    argv += ["--clip-norm", str(args.clip_norm)] if args.clip_norm else []
+    argv += [] if args.quick else ["--json", str(RECORDS)]  # each model's record as it finishes
     argv += ["--data", str(args.data)] if args.data else []
     argv += ["--eval-images", str(args.test_images)] if args.test_images else []
     assert cli.main(argv) == 0

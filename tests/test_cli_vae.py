@@ -233,3 +233,20 @@ def test_vae_patience_needs_validation(tmp_path, capsys, mnist_subset_path):
         cli.main(argv)
     assert stop.value.code == 2
     assert "--patience: needs validation" in capsys.readouterr().err
+
+
+def test_vae_appends_a_json_record_of_the_printed_numbers(tmp_path, capsys, mnist_subset_path):
+    records = tmp_path / "runs.json"
+    records.write_text('[{"earlier": true}]\n')
+    argv = vae_argv(tmp_path, mnist_subset_path, "--json", str(records), epochs="2")
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    nll, error = re.search(r"test -ln p\(x\) = ([\d.]+) \+- ([\d.]+) nats", text).groups()
+    best = re.search(r"at epoch (\d)", text).group(1)
+    earlier, record = json.loads(records.read_text())
+    assert earlier == {"earlier": True}
+    assert (record["flow"], record["num_layers"], record["seed"]) == ("planar", 1, 0)
+    assert (record["epochs"], record["epochs_run"], record["best_epoch"]) == (2, 2, int(best))
+    assert f"{record['nll']:.2f}" == nll and f"{record['nll_se']:.2f}" == error
+    assert record["test_images"] == 20 and record["importance_samples"] == 2
+    assert record["train_seconds"] > 0 and record["machine"] and record["date"]

@@ -338,8 +338,9 @@ def _vae(args: argparse.Namespace) -> int:
             print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
             return 130
     epochs_run = len(history.history.get("loss", []))
+    train_seconds = time.perf_counter() - start
     print(
-        f"trained {epochs_run} epoch{'s' * (epochs_run != 1)} in {time.perf_counter() - start:.1f} "
+        f"trained {epochs_run} epoch{'s' * (epochs_run != 1)} in {train_seconds:.1f} "
         f"s, {throughput.rate:.0f} images/s after the first step"
     )
     if validation is not None and best_kept.best_epoch is not None:
@@ -385,12 +386,50 @@ def _vae(args: argparse.Namespace) -> int:
     if args.table:
         _append_row(args.table, row)
         print(f"appended to {args.table}")
+    if args.json:
+        best_epoch = None if validation is None else best_kept.best_epoch
+        _append_json(
+            args.json,
+            {
+                "flow": args.flow,
+                "num_layers": args.layers,
+                "seed": args.seed,
+                "epochs": args.epochs,
+                "epochs_run": epochs_run,
+                "best_epoch": None if best_epoch is None else best_epoch + 1,
+                "train_seconds": round(train_seconds, 1),
+                "nll": nll.mean,
+                "nll_se": nll.standard_error,
+                "elbo": elbo,
+                "images_per_s": throughput.rate if math.isfinite(throughput.rate) else None,
+                "importance_samples": args.samples,
+                "test_images": len(test),
+                "arguments": _run_arguments(args),
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": _machine(),
+            },
+        )
+        print(f"appended to {args.json}")
     plotting.samples_and_reconstructions(model, test, args.seed).savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     if args.save:
         model.save(args.save)
         print(f"wrote {args.save}")
     return 0
+
+
+def _append_json(path: Path, record: dict) -> None:
+    """Append a record to a JSON list file (made if missing)."""
+    records = json.loads(path.read_text()) if path.exists() and path.stat().st_size else []
+    path.write_text(json.dumps([*records, record], indent=1) + "\n")
+
+
+def _machine() -> str:
+    import platform
+
+    import tensorflow as tf
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
 
 
 def _csv_beside(out) -> Path:
@@ -657,6 +696,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_output((".csv", ".md")),
         default=None,
         help="append the result row to this .csv or .md table",
+    )
+    flow_vae.add_argument(
+        "--json",
+        type=_output((".json",)),
+        default=None,
+        help="append the run's record (settings, epochs, best epoch, times, -ln p(x), ELBO) to "
+        "this JSON list",
     )
     flow_vae.add_argument(
         "--save", type=keras_file, default=None, help="also save the model to this .keras file"
