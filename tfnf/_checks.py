@@ -3,7 +3,7 @@
 import math
 import numbers
 
-__all__ = ["boolean", "integer_kind", "non_negative_number", "positive_int", "seed"]
+__all__ = ["box", "boolean", "integer_kind", "non_negative_number", "positive_int", "seed"]
 
 MAX_SEED = 2**31 - 1  # the stateless step seed is a pair of int32
 
@@ -50,3 +50,16 @@ def non_negative_number(value, name: str) -> float:
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}.")
     return float(value)
+
+
+def box(value, name: str) -> tuple[float, float]:
+    """(lo, hi) as floats, lo < hi, or a one-line ValueError naming `name`."""
+    try:
+        lo, hi = (float(edge) for edge in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (lo, hi) of numbers, got {value!r}.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"{name} must be a pair (lo, hi) of finite numbers with lo < hi, got {value!r}."
+        )
+    return lo, hi

@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnf import _checks
+
 __all__ = [
     "get",
     "names",
@@ -234,7 +236,7 @@ class Restricted:
     """
 
     def __init__(self, target: LogProb, box=BOX, tail_scale: float = 1.0):
-        lo, hi = _box(box, "box")
+        lo, hi = _checks.box(box, "box")
         if not tail_scale > 0:
             raise ValueError(f"tail_scale must be positive, got {tail_scale!r}.")
         self.target, self.box, self.tail_scale = target, (lo, hi), float(tail_scale)
@@ -247,19 +249,6 @@ class Restricted:
         return self.target(z) - 0.5 * tf.reduce_sum(tf.square(outside / self.tail_scale), -1)
 
     log_prob = __call__
-
-
-def _box(box, name: str) -> tuple[float, float]:
-    """(lo, hi) as floats, lo < hi, or a one-line ValueError naming `name`."""
-    try:
-        lo, hi = (float(edge) for edge in box)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (lo, hi) of numbers, got {box!r}.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(
-            f"{name} must be a pair (lo, hi) of finite numbers with lo < hi, got {box!r}."
-        )
-    return lo, hi
 
 
 class JointTarget:

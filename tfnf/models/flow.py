@@ -98,7 +98,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         if anneal_from not in ANNEALING_REFERENCES:
             raise ValueError(f"anneal_from must be None or 'standard_normal', got {anneal_from!r}.")
         self.anneal_from = anneal_from
-        self.box = None if box is None else targets._box(box, "box")
+        self.box = None if box is None else _checks.box(box, "box")
         self.target_log_prob = target_log_prob
         self.batch_size = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
