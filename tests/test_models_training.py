@@ -205,3 +205,47 @@ def test_keep_best_names_a_missing_metric_and_bad_arguments(tmp_path):
         tfnf.models.KeepBest(tmp_path, mode="up")
     with pytest.raises(ValueError, match="patience"):
         tfnf.models.KeepBest(tmp_path, patience=0)
+
+
+class _Ticks(keras.callbacks.Callback):
+    """A fake clock for TimeBudget: every epoch takes `seconds[epoch]`."""
+
+    def __init__(self, monkeypatch, seconds):
+        super().__init__()
+        self.now, self.seconds = 0.0, seconds
+        monkeypatch.setattr(tfnf.models.training.time, "perf_counter", lambda: self.now)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.now += self.seconds[epoch]
+
+
+def test_time_budget_stops_before_an_epoch_would_overrun_and_resumes_its_clock(
+    tmp_path, monkeypatch
+):
+    ticks = _Ticks(monkeypatch, [3.0] * 20)
+    budget = tfnf.models.TimeBudget(10.0, tmp_path / "clock")
+    history = flow().fit(
+        steps=200, steps_per_epoch=10, batch_size=8, verbose=0, callbacks=[ticks, budget]
+    )
+    # 3 epochs spend 9 s; a fourth of 3 s would end at 12 s > 10 s
+    assert len(history.history["loss"]) == 3
+    assert (budget.seconds_spent, budget.epochs_done, budget.spent) == (9.0, 3, True)
+
+    # a run interrupted after 2 epochs (6 s) resumes with 6 s spent: 1 more epoch fits a 10 s budget
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    ticks = _Ticks(monkeypatch, [3.0] * 20)
+    clock = tfnf.models.TimeBudget(10.0, tmp_path / "resumed")
+    flow().fit(
+        steps=20, steps_per_epoch=10, batch_size=8, verbose=0, callbacks=[ticks, backup, clock]
+    )
+    assert (clock.seconds_spent, clock.spent) == (6.0, False)
+    again = tfnf.models.TimeBudget(10.0, tmp_path / "resumed")
+    assert (again.seconds_spent, again.epochs_done, again.exhausted()) == (6.0, 2, False)
+    history = flow().fit(
+        steps=200, steps_per_epoch=10, batch_size=8, verbose=0, callbacks=[ticks, backup, again]
+    )
+    assert len(history.history["loss"]) == 1
+    assert (again.seconds_spent, again.epochs_done, again.spent) == (9.0, 3, True)
+    assert tfnf.models.TimeBudget(10.0, tmp_path / "resumed").exhausted()
+    with pytest.raises(ValueError, match="seconds must be a finite number > 0, got 0"):
+        tfnf.models.TimeBudget(0)

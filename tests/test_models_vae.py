@@ -252,9 +252,40 @@ def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_weights():
         np.testing.assert_array_equal(a, b)
 
 
+def test_kl_warm_up_weighs_only_the_kl_term_linearly():
+    model = vae(num_layers=2, kl_warmup=4, seed=6)
+    randomise_posterior(model)
+    x = binary_images(8, 12, seed=2)
+    params = head_parameters(
+        model.posterior_layer, maxout(x.astype(np.float64), model.encoder.layers[0])
+    )
+    z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[6, 0])[
+        0
+    ].numpy()
+    log_q = np.array(
+        [
+            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
+            for i in range(8)
+        ]
+    )
+    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))
+    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    trained = model.train_on_batch(x, return_dict=True)  # step 0: beta_0 = 1 / 4 on the KL only
+    assert trained["loss"] == pytest.approx(np.mean(0.25 * (log_q - log_pz) - log_px_z), rel=1e-6)
+    assert trained["elbo"] == pytest.approx(np.mean(log_px_z + log_pz - log_q), rel=1e-6)
+    # beta_t = min(1, (t + 1) / W) at every step, and 1 without warm-up
+    schedule = tfnf.models.kl_warmup_schedule(4)
+    betas = [float(schedule(t)) for t in range(7)]
+    np.testing.assert_allclose(betas, [min(1.0, (t + 1) / 4) for t in range(7)], rtol=1e-6)
+    assert tfnf.models.kl_warmup_schedule(0) == 1.0
+    assert FlowVAE.from_config(model.get_config()).kl_warmup == 4
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
+        ({"kl_warmup": -1}, ValueError, "kl_warmup must be an integer >= 0, got -1"),
+        ({"kl_warmup": 5, "anneal": True}, ValueError, "anneal and kl_warmup are two schedules"),
         ({"latent_size": 0}, ValueError, "latent_size must be a positive integer, got 0"),
         ({"hidden_units": 2.5}, ValueError, "hidden_units must be a positive integer, got 2.5"),
         ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),

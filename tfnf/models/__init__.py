@@ -10,8 +10,20 @@
 from tfnf.models.flow import NormalizingFlow, fit_flow
 from tfnf.models.objectives import annealed_free_energy, beta_at, paper_annealing, reverse_kl
 from tfnf.models.saving import load_model
-from tfnf.models.training import GuardedTraining, KeepBest, NonFiniteLossError, StopOnNonFinite
-from tfnf.models.vae import FlowVAE, Maxout, NegativeLogLikelihood, negative_log_likelihood
+from tfnf.models.training import (
+    GuardedTraining,
+    KeepBest,
+    NonFiniteLossError,
+    StopOnNonFinite,
+    TimeBudget,
+)
+from tfnf.models.vae import (
+    FlowVAE,
+    Maxout,
+    NegativeLogLikelihood,
+    kl_warmup_schedule,
+    negative_log_likelihood,
+)
 
 __all__ = [
     "FlowVAE",
@@ -22,9 +34,11 @@ __all__ = [
     "NonFiniteLossError",
     "NormalizingFlow",
     "StopOnNonFinite",
+    "TimeBudget",
     "annealed_free_energy",
     "beta_at",
     "fit_flow",
+    "kl_warmup_schedule",
     "load_model",
     "negative_log_likelihood",
     "paper_annealing",

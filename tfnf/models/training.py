@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 import random
+import time
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -20,7 +21,14 @@ from tfnf import _checks
 from tfnf.models.objectives import annealed_free_energy, beta_at
 from tfnf.sampling import ReplicaRows
 
-__all__ = ["GuardedTraining", "KeepBest", "NonFiniteLossError", "StopOnNonFinite", "Update"]
+__all__ = [
+    "GuardedTraining",
+    "KeepBest",
+    "NonFiniteLossError",
+    "StopOnNonFinite",
+    "TimeBudget",
+    "Update",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -116,10 +124,16 @@ class GuardedTraining:
 
     # -- the update -------------------------------------------------------
 
-    def _guarded_update(self, draw: Callable[[], tuple], rows: ReplicaRows | None) -> tuple:
+    def _guarded_update(
+        self,
+        draw: Callable[[], tuple],
+        rows: ReplicaRows | None,
+        objective: Callable[..., tf.Tensor] | None = None,
+    ) -> tuple:
         """One step on the annealed reverse KL, applied only if finite.
 
-        The loss is mean(ln q - beta ln p~ - (1 - beta) ln r) (`annealed_free_energy`).
+        The loss is mean(ln q - beta ln p~ - (1 - beta) ln r) (`annealed_free_energy`),
+        or the mean of `objective(beta, *draw())` where one is given.
 
         Arguments:
             draw: () -> (ln q [n], ln p~ [n], ln r [n] or None, *more), run under the tape:
@@ -127,13 +141,17 @@ class GuardedTraining:
                 annealing's reference (None: the paper's flat start) at this step's n samples.
             rows: this replica's slice of the global batch (None on one device): the
                 strategy sums the replicas' gradients, so each takes its share of the global mean.
+            objective: None, or (beta, ln q, ln p~, ln r, *more) -> [n], the per-sample loss.
         Returns:
             (Update, *more).
         """
         beta = self._beta()
         with tf.GradientTape() as tape:
             log_q, log_p, log_reference, *more = draw()
-            per_sample = annealed_free_energy(log_q, log_p, beta, log_reference)
+            if objective is None:
+                per_sample = annealed_free_energy(log_q, log_p, beta, log_reference)
+            else:
+                per_sample = objective(beta, log_q, log_p, log_reference, *more)
             loss = tf.reduce_mean(per_sample)
             share = (
                 loss
@@ -405,6 +423,12 @@ class KeepBest(keras.callbacks.Callback):
         else:
             self.best, self.best_epoch, self.wait = None, None, 0
 
+    def stopped_before(self) -> bool:
+        """Whether the record in `directory` says an earlier run already ran out of patience."""
+        if self.patience is None or not self._record_path.exists():
+            return False
+        return json.loads(self._record_path.read_text())["wait"] >= self.patience
+
     def _better(self, value: float) -> bool:
         if not math.isfinite(value):
             return False
@@ -436,3 +460,74 @@ class KeepBest(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._weights_path.exists():
             self.model.load_weights(str(self._weights_path))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` before its wall-clock time passes a budget, counted across restarts.
+
+    Each epoch's end adds the time since training began (or the last epoch
+    end) to the total; if another epoch as long as the last one would take the
+    total past `seconds`, training stops there, so a run never overruns its budget
+    by a partial epoch. With a `directory` the total and the epochs done are kept
+    in `directory/clock.json` (beside `keras.callbacks.BackupAndRestore` and
+    `KeepBest`), so a run restarted after an interruption spends only what is left.
+    The time counts everything `fit` does between epochs' starts and ends,
+    validation included.
+
+    Arguments:
+        seconds: the budget, > 0; None only keeps the clock.
+        directory: where the clock's record lives (made if missing), or None.
+    Attributes:
+        seconds_spent: the total so far, restarts included.
+        epochs_done: epochs finished, restarts included.
+        spent: whether training stopped because the budget ran out.
+    """
+
+    def __init__(self, seconds: float | None = None, directory=None):
+        super().__init__()
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"TimeBudget: seconds must be a finite number > 0, got {seconds!r}.")
+        self.seconds = seconds
+        self.directory = None if directory is None else pathlib.Path(directory)
+        self.seconds_spent, self.epochs_done, self.spent = 0.0, 0, False
+        self._mark = None
+        if self._record_path is not None and self._record_path.exists():
+            self._read()
+
+    @property
+    def _record_path(self) -> pathlib.Path | None:
+        return None if self.directory is None else self.directory / "clock.json"
+
+    def _read(self):
+        record = json.loads(self._record_path.read_text())
+        self.seconds_spent, self.epochs_done = record["seconds"], record["epochs"]
+        self.spent = record["spent"]
+
+    def exhausted(self) -> bool:
+        """Whether the recorded total already leaves no room for another epoch."""
+        return self.spent
+
+    def on_train_begin(self, logs=None):
+        if self._record_path is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if self._record_path.exists():
+                self._read()
+        self._mark = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        last, self._mark = now - self._mark, now
+        self.seconds_spent += last
+        self.epochs_done = epoch + 1
+        if self.seconds is not None and self.seconds_spent + last > self.seconds:
+            self.spent = True
+            self.model.stop_training = True
+        if self._record_path is not None:
+            record = {
+                "seconds": self.seconds_spent,
+                "epochs": self.epochs_done,
+                "spent": self.spent,
+            }
+            partial = self._record_path.with_suffix(".json.partial")
+            partial.write_text(json.dumps(record) + "\n")
+            partial.replace(self._record_path)

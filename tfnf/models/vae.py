@@ -25,6 +25,7 @@ __all__ = [
     "Maxout",
     "NegativeLogLikelihood",
     "bernoulli_log_prob",
+    "kl_warmup_schedule",
     "negative_log_likelihood",
 ]
 
@@ -66,6 +67,22 @@ class Maxout(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "pieces": self.pieces}
 
 
+def kl_warmup_schedule(steps: int):
+    """beta_t = min(1, (t + 1) / steps), the linear KL warm-up; the constant 1 if steps is 0."""
+    steps = positive_int(steps, "steps", minimum=0)
+    if steps <= 1:
+        return 1.0
+    return keras.optimizers.schedules.PolynomialDecay(
+        1.0 / steps, decay_steps=steps - 1, end_learning_rate=1.0, power=1.0
+    )
+
+
+def _warmed_up_kl(beta, log_q, log_p, log_reference, log_px_z, log_pz) -> tf.Tensor:
+    """beta (ln q - ln p(z)) - ln p(x | z) per image: the KL warm-up's loss."""
+    del log_p, log_reference  # ln p(x, z), and no reference: the same terms, split
+    return beta * (log_q - log_pz) - log_px_z
+
+
 @keras.saving.register_keras_serializable(package="tfnf")
 class FlowVAE(GuardedTraining, keras.Model):
     """The paper's DLGM: x -> q_K(z | x) (a diagonal Gaussian through K amortised maps) -> p(x | z).
@@ -78,6 +95,13 @@ class FlowVAE(GuardedTraining, keras.Model):
 
         loss = mean( ln q_K(z | x) - beta_t ln p(x, z) ),  elbo = mean( ln p(x, z) - ln q_K(z | x)
         ).
+
+    With `kl_warmup` = W > 0 the KL term is warmed up instead (Bowman et al. 2016,
+    Sonderby et al. 2016; the Sylvester-flow recipe): beta_t = min(1, (t + 1) / W)
+    multiplies ln q_K(z | x) - ln p(z) only, so the first updates fit the
+    reconstruction and the posterior is pulled to the prior gradually:
+
+        loss = mean( beta_t (ln q_K(z | x) - ln p(z)) - ln p(x | z) ).
 
     Training reports `loss`, `elbo`, `reconstruction` = mean ln p(x | z) and
     `kl` = mean( ln q_K(z | x) - ln p(z) ), so elbo = reconstruction - kl,
@@ -99,6 +123,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         scale: "softplus" or "exp", the base's scale parameterisation.
         anneal: multiply ln p(x, z) by the paper's beta_t (`tfnf.models.paper_annealing`, then
             `beta_schedule`), as the paper trains; off by default, so that loss = -elbo.
+        kl_warmup: W >= 0 training steps of linear KL warm-up (0: none); not with `anneal`.
         seed: training step t draws z with the stateless seed (seed, t); `evaluate`
             draws every batch with the seed of the next training step.
 
@@ -118,6 +143,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         maxout_pieces: int = 4,
         scale: str = "softplus",
         anneal: bool = False,
+        kl_warmup: int = 0,
         seed: int | None = None,
         **kwargs,
     ):
@@ -131,6 +157,11 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.maxout_pieces = positive_int(maxout_pieces, "maxout_pieces")
         self.flow, self.scale = flow, scale
         self.anneal = _checks.boolean(anneal, "anneal")
+        self.kl_warmup = positive_int(kl_warmup, "kl_warmup", minimum=0)
+        if self.anneal and self.kl_warmup:
+            raise ValueError(
+                "FlowVAE: anneal and kl_warmup are two schedules of the same beta; choose one."
+            )
 
         def maxouts(prefix):
             return [
@@ -148,7 +179,9 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.posterior_layer.build((None, hidden_units))
         self.decoder.build((None, latent_size))
         self._init_training(seed)
-        self.beta_schedule = paper_annealing() if self.anneal else 1.0
+        self.beta_schedule = (
+            paper_annealing() if self.anneal else kl_warmup_schedule(self.kl_warmup)
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
@@ -225,7 +258,9 @@ class FlowVAE(GuardedTraining, keras.Model):
             log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=rows)
             return log_q, log_px_z + log_pz, None, log_px_z, log_pz
 
-        update, log_px_z, log_pz = self._guarded_update(draw, rows)
+        update, log_px_z, log_pz = self._guarded_update(
+            draw, rows, _warmed_up_kl if self.kl_warmup else None
+        )
         return self._track_terms(update.finite, update.per_sample, log_px_z, log_pz, update.log_q)
 
     def test_step(self, data):
@@ -290,6 +325,7 @@ class FlowVAE(GuardedTraining, keras.Model):
             "maxout_pieces": self.maxout_pieces,
             "scale": self.scale,
             "anneal": self.anneal,
+            "kl_warmup": self.kl_warmup,
             "seed": self._sampler_seed,
         }
 
