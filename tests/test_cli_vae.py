@@ -212,12 +212,23 @@ def test_vae_resumes_from_its_backup_and_refuses_another_runs(tmp_path, capsys, 
     first = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="1")
     assert cli.main(first) == 0
     assert "trained 1 epoch in" in capsys.readouterr().out
+    seconds = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
     longer = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="2")
     assert cli.main(longer) == 0
     text = capsys.readouterr().out
-    assert "trained 1 epoch in" in text  # epoch 2 only: epoch 1 came from the backup
+    # epoch 2 only: epoch 1 came from the backup, and so did its time
+    assert "trained 2 epochs in" in text and "(1 of them before this run resumed)" in text
+    total = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
+    assert seconds < total and f"in {total:.1f} s" in text
     assert cli.main(longer) == 0  # all epochs done: nothing more to train, evaluated again
-    assert "trained 0 epochs in" in capsys.readouterr().out
+    assert "(2 of them before this run resumed)" in capsys.readouterr().out
+    # the learning curve: one row per epoch, continued across the runs
+    with (backup / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(
+        float(r["val_elbo"]) < 0 and float(r["learning_rate"]) == pytest.approx(5e-4) for r in rows
+    )
 
     other = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--seed", "1")
     with pytest.raises(SystemExit) as stop:
@@ -226,13 +237,58 @@ def test_vae_resumes_from_its_backup_and_refuses_another_runs(tmp_path, capsys, 
     assert "--seed 0 there, 1 here" in capsys.readouterr().err
 
 
-def test_vae_patience_needs_validation(tmp_path, capsys, mnist_subset_path):
-    argv = vae_argv(tmp_path, mnist_subset_path, "--patience", "2")
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--patience", "2"], "--patience: needs validation"),
+        (["--lr-patience", "2"], "--lr-patience: needs validation"),
+    ],
+)
+def test_vae_patience_needs_validation(tmp_path, capsys, mnist_subset_path, extra, message):
+    argv = vae_argv(tmp_path, mnist_subset_path, *extra)
     argv[argv.index("--validation-images") + 1] = "0"
     with pytest.raises(SystemExit) as stop:
         cli.main(argv)
     assert stop.value.code == 2
-    assert "--patience: needs validation" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_vae_warm_up_and_the_papers_annealing_are_one_or_the_other(
+    tmp_path, capsys, mnist_subset_path
+):
+    argv = vae_argv(tmp_path, mnist_subset_path, "--anneal", "--warmup-epochs", "5")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert "--warmup-epochs: --anneal is the paper's schedule" in capsys.readouterr().err
+
+
+def test_vae_recipe_defaults_and_the_time_budget(tmp_path, capsys, mnist_subset_path):
+    backup, saved = tmp_path / "run", tmp_path / "vae.keras"
+    argv = vae_argv(
+        tmp_path,
+        mnist_subset_path,
+        "--backup",
+        str(backup),
+        "--save",
+        str(saved),
+        "--budget-minutes",
+        "0.001",  # 0.06 s: less than any epoch, so it stops after the first
+        epochs="5",
+    )
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "adamax lr 0.0005, KL warm-up over 50 epochs, rate halved after 20 flat epochs" in text
+    assert "trained 1 epoch in" in text and "the time budget is spent" in text
+    model = keras.models.load_model(saved)
+    # 50 epochs of the subset's 1,000 training images in batches of 100
+    assert model.kl_warmup == 50 * 10 and not model.anneal
+    assert isinstance(model.optimizer, keras.optimizers.Adamax)
+    assert float(model.optimizer.learning_rate) == pytest.approx(5e-4)
+    assert cli.main(argv) == 0  # rerun: the budget is spent, so it only evaluates
+    text = capsys.readouterr().out
+    assert "the backup's budget is spent after 1 epochs; evaluating" in text
+    assert "(1 of them before this run resumed)" in text
 
 
 def test_vae_appends_a_json_record_of_the_printed_numbers(tmp_path, capsys, mnist_subset_path):

@@ -279,14 +279,17 @@ def _vae(args: argparse.Namespace) -> int:
         num_layers=args.layers,
         flow=args.flow,
         anneal=args.anneal,
+        kl_warmup=args.warmup_epochs * math.ceil(num_train / args.batch_size),
         seed=args.seed,
     )
     clip = {"clipnorm": args.clip_norm} if args.clip_norm else {}
-    optimizer = (
-        keras.optimizers.RMSprop(args.learning_rate, momentum=args.momentum, **clip)
-        if args.optimizer == "rmsprop"
-        else keras.optimizers.Adam(args.learning_rate, **clip)
-    )
+    optimizer = {
+        "adamax": lambda: keras.optimizers.Adamax(args.learning_rate, **clip),
+        "adam": lambda: keras.optimizers.Adam(args.learning_rate, **clip),
+        "rmsprop": lambda: keras.optimizers.RMSprop(
+            args.learning_rate, momentum=args.momentum, **clip
+        ),
+    }[args.optimizer]()
     model.compile(optimizer=optimizer)
     name = _vae_model_name(args.flow, args.layers)
     settings = [
@@ -296,6 +299,9 @@ def _vae(args: argparse.Namespace) -> int:
     ]
     settings += [f"gradient norm clipped at {args.clip_norm:g}"] if args.clip_norm else []
     settings += ["annealed"] if args.anneal else []
+    settings += [f"KL warm-up over {args.warmup_epochs} epochs"] if args.warmup_epochs else []
+    settings += [f"rate halved after {args.lr_patience} flat epochs"] if args.lr_patience else []
+    settings += [f"budget {args.budget_minutes:g} min"] if args.budget_minutes else []
     if validation is not None:
         settings += [
             f"validated on {len(validation)} images, best kept"
@@ -303,12 +309,27 @@ def _vae(args: argparse.Namespace) -> int:
         ]
     print(f"{name}, K={args.layers}: {', '.join(settings)}", flush=True)
     throughput, keep = _throughput(args.batch_size), _KeepModel(args)
-    callbacks = [throughput, keep.callback()]
+    clock = models.TimeBudget(
+        None if args.budget_minutes is None else 60 * args.budget_minutes,
+        None if args.backup is None else args.backup / "progress",
+    )
+    callbacks = [throughput, keep.callback(), clock]
+    if args.lr_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_elbo", mode="max", factor=0.5, patience=args.lr_patience, verbose=1
+            )
+        )
+    epochs = args.epochs
     with contextlib.ExitStack() as stack:
         if args.backup is not None:
             args.backup.mkdir(exist_ok=True)
             (args.backup / "arguments.json").write_text(
                 json.dumps(_run_arguments(args), indent=1) + "\n"
+            )
+            # The learning curve, one row per epoch, continued by a resumed run.
+            callbacks.append(
+                keras.callbacks.CSVLogger(str(args.backup / "history.csv"), append=True)
             )
             # Kept after the last epoch too: a rerun then trains no further and evaluates.
             callbacks.append(
@@ -324,11 +345,15 @@ def _vae(args: argparse.Namespace) -> int:
                 best, monitor="val_elbo", mode="max", patience=args.patience
             )
             callbacks.append(best_kept)
-        start = time.perf_counter()
+            if args.patience is not None and best_kept.stopped_before():
+                epochs = clock.epochs_done  # it stopped early: a rerun trains no further
+        if clock.exhausted():
+            epochs = clock.epochs_done  # its budget is spent: a rerun trains no further
+            print(f"the backup's budget is spent after {epochs} epochs; evaluating", flush=True)
         try:
             history = model.fit(
                 batches,
-                epochs=args.epochs,
+                epochs=epochs,
                 validation_data=None if validation is None else (validation,),
                 validation_batch_size=args.batch_size,
                 callbacks=callbacks,
@@ -337,11 +362,13 @@ def _vae(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
             return 130
-    epochs_run = len(history.history.get("loss", []))
-    train_seconds = time.perf_counter() - start
+    epochs_run, train_seconds = clock.epochs_done, clock.seconds_spent
+    resumed = epochs_run - len(history.history.get("loss", []))
     print(
-        f"trained {epochs_run} epoch{'s' * (epochs_run != 1)} in {train_seconds:.1f} "
-        f"s, {throughput.rate:.0f} images/s after the first step"
+        f"trained {epochs_run} epoch{'s' * (epochs_run != 1)} in {train_seconds:.1f} s"
+        + (f" ({resumed} of them before this run resumed)" if resumed else "")
+        + (f", {throughput.rate:.0f} images/s after the first step" if throughput.images else "")
+        + ("; the time budget is spent" if clock.spent else "")
     )
     if validation is not None and best_kept.best_epoch is not None:
         stopped = (
@@ -633,10 +660,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     flow_vae.add_argument("--latent", type=_integer(1), default=40, help="latent variables")
     flow_vae.add_argument(
-        "--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer"
+        "--optimizer",
+        choices=["adamax", "adam", "rmsprop"],
+        default="adamax",
+        help="optimizer (the recipe: Adamax, as the Sylvester-flow authors train)",
     )
-    # At Adam 1e-3, K = 40 diverged within the first epoch; 3e-4 did not (benchmarks/RESULTS.md).
-    flow_vae.add_argument("--learning-rate", type=_rate, default=3e-4, help="the optimizer's rate")
+    flow_vae.add_argument("--learning-rate", type=_rate, default=5e-4, help="the optimizer's rate")
+    flow_vae.add_argument(
+        "--warmup-epochs",
+        type=_integer(0),
+        default=None,
+        help="epochs of linear KL warm-up, beta from 0 to 1 on ln q - ln p(z) (0: none; "
+        "default 50, none with --anneal)",
+    )
+    flow_vae.add_argument(
+        "--lr-patience",
+        type=_integer(0),
+        default=None,
+        help="halve the learning rate after this many epochs without a better validation ELBO "
+        "(0: never; default 20 when validating)",
+    )
+    flow_vae.add_argument(
+        "--budget-minutes",
+        type=_rate,
+        default=None,
+        help="stop training before its wall-clock time passes this, counted across resumed runs",
+    )
     flow_vae.add_argument(
         "--momentum", type=_fraction, default=0.0, help="RMSprop's momentum (the paper: 0.9)"
     )
@@ -649,7 +698,8 @@ def _parser() -> argparse.ArgumentParser:
     flow_vae.add_argument(
         "--anneal",
         action="store_true",
-        help="the paper's beta_t = min(1, 0.01 + t / 10000) on ln p(x, z)",
+        help="the paper's beta_t = min(1, 0.01 + t / 10000) on ln p(x, z), instead of the KL "
+        "warm-up",
     )
     flow_vae.add_argument(
         "--data",
@@ -739,6 +789,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                 "tfnf vae: error: argument --patience: needs validation "
                 "(--validation-images > 0)\n",
             )
+        if args.lr_patience is None:
+            args.lr_patience = 20 if args.validation_images else 0
+        if args.lr_patience and not args.validation_images:
+            parser.exit(
+                2,
+                "tfnf vae: error: argument --lr-patience: needs validation "
+                "(--validation-images > 0); 0 keeps the rate\n",
+            )
+        if args.anneal and args.warmup_epochs:
+            parser.exit(
+                2,
+                "tfnf vae: error: argument --warmup-epochs: --anneal is the paper's schedule of "
+                "the same beta; choose one\n",
+            )
+        if args.warmup_epochs is None:
+            args.warmup_epochs = 0 if args.anneal else 50
         if args.backup is not None:
             mismatch = _backup_mismatch(args)
             if mismatch:
@@ -759,6 +825,9 @@ RUN_ARGUMENTS = (
     "momentum",
     "clip_norm",
     "anneal",
+    "warmup_epochs",
+    "lr_patience",
+    "budget_minutes",
     "validation_images",
     "seed",
 )
