@@ -306,3 +306,30 @@ def test_vae_appends_a_json_record_of_the_printed_numbers(tmp_path, capsys, mnis
     assert f"{record['nll']:.2f}" == nll and f"{record['nll_se']:.2f}" == error
     assert record["test_images"] == 20 and record["importance_samples"] == 2
     assert record["train_seconds"] > 0 and record["machine"] and record["date"]
+
+
+def test_vae_divergence_names_the_step_and_keeps_the_best_weights(
+    tmp_path, capsys, mnist_subset_path, monkeypatch
+):
+    # After epoch 1 (10 steps of the subset's 1,000 images) the rate turns infinite: step 11 is
+    # the first non-finite one.
+    from tfnf import models
+
+    validated = models.KeepBest.on_epoch_end
+
+    def then_diverge(self, epoch, logs=None):
+        validated(self, epoch, logs)
+        self.model.optimizer.learning_rate.assign(float("inf"))
+
+    monkeypatch.setattr(models.KeepBest, "on_epoch_end", then_diverge)
+    backup, saved = tmp_path / "run", tmp_path / "vae.keras"
+    argv = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--save", str(saved))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "learning rate at training step 11" in err
+    assert "kept the weights of the best validation ELBO (epoch 1)" in err
+    assert f"saved the model to {saved}" in err and "Traceback" not in err
+    best = FlowVAE(latent_size=2, hidden_units=8, num_layers=1)
+    best.load_weights(str(backup / "best" / "best.weights.h5"))
+    for ours, kept in zip(keras.models.load_model(saved).weights, best.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), kept.numpy())

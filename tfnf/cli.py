@@ -226,6 +226,22 @@ class _KeepModel:
         return f"interrupted after {steps} training steps; saved the model to {self.save}"
 
 
+def _kept_after_divergence(args: argparse.Namespace, model, best_kept) -> str:
+    """Load the best epoch's weights (if any) after a non-finite step, save with --save; what
+    was kept, in words."""
+    weights = None if best_kept is None else best_kept.directory / "best.weights.h5"
+    if weights is not None and best_kept.best_epoch is not None and weights.exists():
+        model.load_weights(str(weights))
+        kept = f"kept the weights of the best validation ELBO (epoch {best_kept.best_epoch + 1})"
+        kept += f" in {weights}" if args.backup is not None else ""
+    else:
+        kept = "no validated epoch finished; kept the weights of the last finite step"
+    if args.save:
+        model.save(args.save)
+        kept += f"; saved the model to {args.save}"
+    return kept
+
+
 def _vae_model_name(flow: str, num_layers: int) -> str:
     return "DLGM diagonal" if num_layers == 0 else f"DLGM + {flow} NF"
 
@@ -340,6 +356,7 @@ def _vae(args: argparse.Namespace) -> int:
             best = args.backup / "best"
         else:
             best = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tfnf-vae-")))
+        best_kept = None
         if validation is not None:
             best_kept = models.KeepBest(
                 best, monitor="val_elbo", mode="max", patience=args.patience
@@ -362,6 +379,10 @@ def _vae(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"tfnf vae: {keep.interrupted()}", file=sys.stderr)
             return 130
+        except models.NonFiniteLossError as error:
+            print(f"tfnf vae: {error}", file=sys.stderr)
+            print(f"tfnf vae: {_kept_after_divergence(args, model, best_kept)}", file=sys.stderr)
+            return 1
     epochs_run, train_seconds = clock.epochs_done, clock.seconds_spent
     resumed = epochs_run - len(history.history.get("loss", []))
     print(
