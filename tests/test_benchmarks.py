@@ -19,12 +19,42 @@ def test_vae_mnist_quick_prints_the_table_and_importance_sampling_beats_the_elbo
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = re.findall(
-        r"^\| DLGM [^|]+\| (\d+) \| 0 \| 1 \| (-?[\d.]+) \| ([\d.]+) \+- ([\d.]+) \|",
+        r"^\| (\d+) \| 0 \| 1 \| 1 \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \+- ([\d.]+) \|",
         done.stdout,
         flags=re.M,
     )
-    assert [int(k) for k, *_ in rows] == [0, 10, 40]
-    for _, elbo, nll, error in rows:
+    assert [int(k) for k, *_ in rows] == [0, 2]
+    for _, minus_elbo, nll, error in rows:
+        elbo = -float(minus_elbo)
         # -ln p(x) by importance sampling is a tighter bound than -ELBO (1 sample): below it,
         # up to the two estimates' noise.
-        assert float(nll) <= -float(elbo) + 3 * float(error) + 0.5
+        assert float(nll) <= -elbo + 3 * float(error) + 0.5
+
+
+def test_vae_mnist_summary_averages_the_seeds_and_gains_on_k0():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import vae_mnist
+
+    def run(k, seed, nll, se, elbo):
+        return {
+            "num_layers": k,
+            "seed": seed,
+            "nll": nll,
+            "nll_se": se,
+            "elbo": elbo,
+            "epochs_run": 500,
+            "best_epoch": 400,
+            "train_seconds": 3500.0,
+        }
+
+    runs = {
+        (0, 0): run(0, 0, 91.0, 0.3, -97.0),
+        (0, 1): run(0, 1, 90.0, 0.4, -96.0),
+        (10, 0): run(10, 0, 88.0, 0.3, -93.0),
+    }
+    lines = vae_mnist.summary(runs)
+    k0, k10 = lines[2].split("|"), lines[3].split("|")
+    # mean 90.5, SE of the mean of two: sqrt((0.3^2 + 0.4^2) / 2 / 2) = 0.25
+    assert k0[3].strip() == "90.50 +- 0.25" and k0[4].strip() == "90.00 - 91.00"
+    assert k0[6].strip() == "96.50" and k0[9].strip() == "<= 91.0"
+    assert k10[3].strip() == "88.00 +- 0.30" and k10[5].strip() == "2.50"
