@@ -111,7 +111,8 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         # outside the loop, and a step that uses one slice: the loop body is then a few
         # fused element-wise ops (benchmarks/RESULTS.md).
         constants, step = self._layers.constants_and_step()
-        return _sweep(step, constants, x, ldj, self._num_layers)
+        sweep = _reversible_sweep if hasattr(step, "reverse") else _sweep
+        return sweep(step, constants, x, ldj, self._num_layers)
 
     def _forward(self, x):
         y, ldj = self.forward_and_log_det(x)
@@ -137,6 +138,66 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
             return x, ildj - layer.forward_log_det_jacobian(x, event_ndims=1)
 
         return self._loop(body, (y, ildj), reverse=True)[1]
+
+
+def _sum_to(grad: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """grad summed over the axes along which `like` was broadcast to grad's shape."""
+    _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(grad), s1=tf.shape(like))
+    return tf.reshape(tf.reduce_sum(grad, axes), tf.shape(like))
+
+
+def _reversible_sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tuple:
+    """`_sweep` for a step that runs backwards in closed form (`step.saving`, `step.reverse`).
+
+    The forward loop keeps one small tensor per map (planar: t = tanh(w.z + b),
+    [...], not z [..., D]); the backward loop recovers each map's input from its
+    output and that tensor and applies the step's own vector-Jacobian product: no
+    tape, no recomputed forward, no [K, ..., D] stack of inputs in memory.
+    """
+    flat = tf.nest.flatten(constants)
+
+    def at(k, tensors):
+        return tf.nest.pack_sequence_as(constants, [tf.gather(t, k) for t in tensors])
+
+    @tf.custom_gradient
+    def sweep(x, ldj, *flat):
+        def body(k, z, ldj, saved):
+            y, log_det, keep = step.saving(at(k, flat), z)
+            return k + 1, y, ldj + log_det, saved.write(k, keep)
+
+        saved = tf.TensorArray(x.dtype, size=num_layers, element_shape=x.shape[:-1])
+        _, y, ldj_out, saved = tf.while_loop(
+            lambda k, *_: k < num_layers, body, (0, x, ldj, saved), maximum_iterations=num_layers
+        )
+        saved = saved.stack()
+
+        def grad(grad_y, grad_ldj):
+            def back(j, z, grad_z, *grads):
+                k = num_layers - 1 - j
+                c = at(k, flat)
+                z, grad_z, grad_c = step.reverse(c, z, saved[k], grad_z, grad_ldj)
+                sums = [_sum_to(g, t) for g, t in zip(grad_c, tf.nest.flatten(c), strict=True)]
+                return (
+                    j + 1,
+                    z,
+                    grad_z,
+                    *[g.write(k, gc) for g, gc in zip(grads, sums, strict=True)],
+                )
+
+            grads = [
+                tf.TensorArray(t.dtype, size=num_layers, element_shape=t.shape[1:]) for t in flat
+            ]
+            out = tf.while_loop(
+                lambda j, *_: j < num_layers,
+                back,
+                (0, y, grad_y, *grads),
+                maximum_iterations=num_layers,
+            )
+            return (out[2], grad_ldj, *[g.stack() for g in out[3:]])
+
+        return (y, ldj_out), grad
+
+    return sweep(x, ldj, *flat)
 
 
 def _sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tuple:
