@@ -333,3 +333,32 @@ def test_vae_divergence_names_the_step_and_keeps_the_best_weights(
     best.load_weights(str(backup / "best" / "best.weights.h5"))
     for ours, kept in zip(keras.models.load_model(saved).weights, best.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), kept.numpy())
+
+
+def test_vae_regularisers_reach_the_model_and_optimizer(tmp_path, capsys, mnist_subset_path):
+    saved = tmp_path / "vae.keras"
+    argv = vae_argv(
+        tmp_path,
+        mnist_subset_path,
+        "--encoder-noise",
+        "0.2",
+        "--weight-decay",
+        "0.01",
+        "--ema",
+        "0.99",
+        "--save",
+        str(saved),
+        epochs="2",
+    )
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "weight decay 0.01, weights averaged with momentum 0.99, encoder input noise 0.2" in text
+    model = keras.models.load_model(saved)
+    assert model.encoder_noise == pytest.approx(0.2)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.99)
+    assert model.optimizer.weight_decay == pytest.approx(0.01)
+    # the model kept is the averaged one of the best epoch: its validation ELBO is the best printed
+    best = float(re.search(r"best validation ELBO (-?[\d.]+) nats", text).group(1))
+    valid = datasets.load_binarized_mnist("valid", mnist_subset_path)[np.arange(50) * 200 // 50]
+    elbo = model.evaluate(valid, batch_size=100, return_dict=True, verbose=0)["elbo"]
+    assert elbo == pytest.approx(best, abs=3.0)  # another draw of z: within noise

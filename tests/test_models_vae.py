@@ -281,9 +281,39 @@ def test_kl_warm_up_weighs_only_the_kl_term_linearly():
     assert FlowVAE.from_config(model.get_config()).kl_warmup == 4
 
 
+def test_encoder_noise_perturbs_only_what_the_encoder_sees_in_training():
+    model = vae(num_layers=2, encoder_noise=0.3, seed=4)
+    randomise_posterior(model)
+    x = binary_images(8, 12, seed=3)
+    # the noise the first step draws: N(0, 0.3^2) from the fold-in of the step seed (4, 0)
+    seed = tf.random.experimental.stateless_fold_in(tf.constant([4, 0]), 1)
+    eps = tf.random.stateless_normal([8, 12], seed=seed, dtype="float64", alg="philox").numpy()
+    noisy = x.astype(np.float64) + 0.3 * eps
+    h = maxout(noisy, model.encoder.layers[0])
+    params = head_parameters(model.posterior_layer, h)
+    z = model.posterior_layer.sample_and_log_prob(
+        {k: tf.constant(v) for k, v in params.items()}, seed=[4, 0]
+    )[0].numpy()
+    log_q = np.array(
+        [
+            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
+            for i in range(8)
+        ]
+    )
+    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))  # the clean images
+    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    trained = model.train_on_batch(x, return_dict=True)
+    assert trained["elbo"] == pytest.approx(np.mean(log_px_z + log_pz - log_q), rel=1e-9)
+    clean = vae(num_layers=2, seed=4)
+    randomise_posterior(clean)
+    assert clean.train_on_batch(x, return_dict=True)["elbo"] != pytest.approx(trained["elbo"])
+    assert FlowVAE.from_config(model.get_config()).encoder_noise == 0.3
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
+        ({"encoder_noise": -0.1}, ValueError, "encoder_noise must be >= 0, got -0.1"),
         ({"kl_warmup": -1}, ValueError, "kl_warmup must be an integer >= 0, got -1"),
         ({"kl_warmup": 5, "anneal": True}, ValueError, "anneal and kl_warmup are two schedules"),
         ({"latent_size": 0}, ValueError, "latent_size must be a positive integer, got 0"),

@@ -296,9 +296,14 @@ def _vae(args: argparse.Namespace) -> int:
         flow=args.flow,
         anneal=args.anneal,
         kl_warmup=args.warmup_epochs * math.ceil(num_train / args.batch_size),
+        encoder_noise=args.encoder_noise,
         seed=args.seed,
     )
     clip = {"clipnorm": args.clip_norm} if args.clip_norm else {}
+    if args.weight_decay:
+        clip["weight_decay"] = args.weight_decay
+    if args.ema:
+        clip.update(use_ema=True, ema_momentum=args.ema)
     optimizer = {
         "adamax": lambda: keras.optimizers.Adamax(args.learning_rate, **clip),
         "adam": lambda: keras.optimizers.Adam(args.learning_rate, **clip),
@@ -315,6 +320,9 @@ def _vae(args: argparse.Namespace) -> int:
     ]
     settings += [f"gradient norm clipped at {args.clip_norm:g}"] if args.clip_norm else []
     settings += ["annealed"] if args.anneal else []
+    settings += [f"weight decay {args.weight_decay:g}"] if args.weight_decay else []
+    settings += [f"weights averaged with momentum {args.ema:g}"] if args.ema else []
+    settings += [f"encoder input noise {args.encoder_noise:g}"] if args.encoder_noise else []
     settings += [f"KL warm-up over {args.warmup_epochs} epochs"] if args.warmup_epochs else []
     settings += [f"rate halved after {args.lr_patience} flat epochs"] if args.lr_patience else []
     settings += [f"budget {args.budget_minutes:g} min"] if args.budget_minutes else []
@@ -330,6 +338,10 @@ def _vae(args: argparse.Namespace) -> int:
         None if args.backup is None else args.backup / "progress",
     )
     callbacks = [throughput, keep.callback(), clock]
+    if args.ema:
+        # The averaged weights are in the model from each epoch's validation to the next
+        # epoch's start, so KeepBest and the backup keep them; swapping back resumes training.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=validation is not None))
     if args.lr_patience:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -517,6 +529,13 @@ def _rate(text: str) -> float:
     value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
@@ -717,6 +736,25 @@ def _parser() -> argparse.ArgumentParser:
         help="clip each gradient to this global norm",
     )
     flow_vae.add_argument(
+        "--weight-decay",
+        type=_rate,
+        default=None,
+        help="the optimizer's decoupled weight decay (None: none)",
+    )
+    flow_vae.add_argument(
+        "--encoder-noise",
+        type=_non_negative,
+        default=0.0,
+        help="in training, the encoder sees each image plus N(0, sigma^2) noise (0: none)",
+    )
+    flow_vae.add_argument(
+        "--ema",
+        type=_fraction,
+        default=None,
+        help="validate, keep and evaluate an exponential moving average of the weights with "
+        "this momentum (Polyak averaging; None: the weights as trained)",
+    )
+    flow_vae.add_argument(
         "--anneal",
         action="store_true",
         help="the paper's beta_t = min(1, 0.01 + t / 10000) on ln p(x, z), instead of the KL "
@@ -845,6 +883,9 @@ RUN_ARGUMENTS = (
     "learning_rate",
     "momentum",
     "clip_norm",
+    "weight_decay",
+    "ema",
+    "encoder_noise",
     "anneal",
     "warmup_epochs",
     "lr_patience",

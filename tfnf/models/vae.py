@@ -18,7 +18,7 @@ from tfnf._checks import positive_int
 from tfnf.layers import AmortizedFlow
 from tfnf.models.objectives import annealed_free_energy, paper_annealing
 from tfnf.models.training import GuardedTraining
-from tfnf.sampling import replica_rows
+from tfnf.sampling import diagonal_normal_draw, replica_rows
 
 __all__ = [
     "FlowVAE",
@@ -124,6 +124,9 @@ class FlowVAE(GuardedTraining, keras.Model):
         anneal: multiply ln p(x, z) by the paper's beta_t (`tfnf.models.paper_annealing`, then
             `beta_schedule`), as the paper trains; off by default, so that loss = -elbo.
         kl_warmup: W >= 0 training steps of linear KL warm-up (0: none); not with `anneal`.
+        encoder_noise: sigma >= 0; in training, the encoder sees x + sigma * N(0, I) while the
+            decoder reconstructs x (the denoising VAE of Im et al. 2017, a regulariser of the
+            amortised posterior, Shu et al. 2018); evaluation and -ln p(x) encode x itself.
         seed: training step t draws z with the stateless seed (seed, t); `evaluate`
             draws every batch with the seed of the next training step.
 
@@ -144,6 +147,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         scale: str = "softplus",
         anneal: bool = False,
         kl_warmup: int = 0,
+        encoder_noise: float = 0.0,
         seed: int | None = None,
         **kwargs,
     ):
@@ -158,6 +162,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.flow, self.scale = flow, scale
         self.anneal = _checks.boolean(anneal, "anneal")
         self.kl_warmup = positive_int(kl_warmup, "kl_warmup", minimum=0)
+        self.encoder_noise = _checks.non_negative_number(encoder_noise, "encoder_noise")
         if self.anneal and self.kl_warmup:
             raise ValueError(
                 "FlowVAE: anneal and kl_warmup are two schedules of the same beta; choose one."
@@ -215,7 +220,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         """The mean image E[x | z] at one sample z ~ q(z | x): [B, P] -> [B, P]."""
         return tf.sigmoid(self.decode(self.posterior(x).sample()))
 
-    def log_weight_terms(self, x, seed, sample_shape=(), rows=None) -> tuple:
+    def log_weight_terms(self, x, seed, sample_shape=(), rows=None, encoded=None) -> tuple:
         """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
 
         One forward sweep of the flow gives z and ln q (`AmortizedFlow.sample_and_log_prob`).
@@ -226,10 +231,12 @@ class FlowVAE(GuardedTraining, keras.Model):
             sample_shape: samples per image.
             rows: None, or a `sampling.ReplicaRows`: x is that slice of the global batch,
                 whose noise is drawn as one device would.
+            encoded: what the encoder sees in place of x ([B, P]), or None (x itself).
         """
         x = tf.cast(x, self.compute_dtype)
+        encoded = x if encoded is None else tf.cast(encoded, self.compute_dtype)
         z, log_q = self.posterior_layer.sample_and_log_prob(
-            self.posterior_parameters(x), seed, tuple(sample_shape), rows
+            self.posterior_parameters(encoded), seed, tuple(sample_shape), rows
         )
         return bernoulli_log_prob(x, self.decode(z)), self.prior.log_prob(z), log_q
 
@@ -255,7 +262,18 @@ class FlowVAE(GuardedTraining, keras.Model):
         rows = replica_rows(tf.shape(x)[0])  # None on one device
 
         def draw():
-            log_px_z, log_pz, log_q = self.log_weight_terms(x, self._step_seed(), rows=rows)
+            seed = self._step_seed()
+            encoded = None
+            if self.encoder_noise:
+                x_ = tf.cast(x, self.compute_dtype)
+                encoded, _ = diagonal_normal_draw(
+                    x_,
+                    tf.fill(tf.shape(x_), tf.constant(self.encoder_noise, x_.dtype)),
+                    (),
+                    tf.random.experimental.stateless_fold_in(seed, 1),
+                    rows,
+                )
+            log_px_z, log_pz, log_q = self.log_weight_terms(x, seed, rows=rows, encoded=encoded)
             return log_q, log_px_z + log_pz, None, log_px_z, log_pz
 
         update, log_px_z, log_pz = self._guarded_update(
@@ -326,6 +344,7 @@ class FlowVAE(GuardedTraining, keras.Model):
             "scale": self.scale,
             "anneal": self.anneal,
             "kl_warmup": self.kl_warmup,
+            "encoder_noise": self.encoder_noise,
             "seed": self._sampler_seed,
         }
 
