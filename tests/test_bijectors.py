@@ -325,11 +325,16 @@ def test_stack_of_batched_layers_acts_per_batch_member(rng):
         )
 
 
+@pytest.mark.parametrize("unroll", [1, 3])
 @pytest.mark.parametrize("batch", [(), (3,)])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(name, batch, rng):
-    # Stack's sweep has a hand-made, rematerialising gradient; TF's autodiff
-    # through TFP's Chain of the slices is the reference, eagerly and under XLA.
+def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(
+    name, batch, unroll, rng, monkeypatch
+):
+    # Stack's sweep has a hand-made gradient (planar: in closed form, UNROLL maps per loop
+    # iteration; radial: rematerialising); TF's autodiff through TFP's Chain of the slices is
+    # the reference, eagerly and under XLA.
+    monkeypatch.setattr(bijectors.stack, "UNROLL", unroll)
     num = 4
     layers = elementary(name, rng, batch=(num, *batch))
     params = [tf.Variable(p) for p in layers.parameters.values() if isinstance(p, np.ndarray)]

@@ -146,54 +146,78 @@ def _sum_to(grad: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.reduce_sum(grad, axes), tf.shape(like))
 
 
+# Maps per iteration of `_reversible_sweep`'s loops: more lets XLA fuse neighbouring maps'
+# element-wise work, at the price of compile time (benchmarks/RESULTS.md).
+UNROLL = 1
+
+
 def _reversible_sweep(step, constants, x: tf.Tensor, ldj: tf.Tensor, num_layers: int) -> tuple:
     """`_sweep` for a step that runs backwards in closed form (`step.saving`, `step.reverse`).
 
     The forward loop keeps one small tensor per map (planar: t = tanh(w.z + b),
     [...], not z [..., D]); the backward loop recovers each map's input from its
     output and that tensor and applies the step's own vector-Jacobian product: no
-    tape, no recomputed forward, no [K, ..., D] stack of inputs in memory.
+    tape, no recomputed forward, no [K, ..., D] stack of inputs in memory. Each loop
+    iteration runs `UNROLL` maps; the K mod UNROLL maps left over run unrolled after
+    (forward) and before (backward) the loop.
     """
     flat = tf.nest.flatten(constants)
+    unroll = max(1, min(UNROLL, num_layers))
+    blocks, looped = num_layers // unroll, (num_layers // unroll) * unroll
 
     def at(k, tensors):
         return tf.nest.pack_sequence_as(constants, [tf.gather(t, k) for t in tensors])
 
     @tf.custom_gradient
     def sweep(x, ldj, *flat):
-        def body(k, z, ldj, saved):
+        def forward(k, z, ldj, saved):
             y, log_det, keep = step.saving(at(k, flat), z)
-            return k + 1, y, ldj + log_det, saved.write(k, keep)
+            return y, ldj + log_det, saved.write(k, keep)
+
+        def block(i, z, ldj, saved):
+            for j in range(unroll):
+                z, ldj, saved = forward(i * unroll + j, z, ldj, saved)
+            return i + 1, z, ldj, saved
 
         saved = tf.TensorArray(x.dtype, size=num_layers, element_shape=x.shape[:-1])
-        _, y, ldj_out, saved = tf.while_loop(
-            lambda k, *_: k < num_layers, body, (0, x, ldj, saved), maximum_iterations=num_layers
-        )
+        state = (x, ldj, saved)
+        if blocks:
+            state = tf.while_loop(
+                lambda i, *_: i < blocks, block, (0, *state), maximum_iterations=blocks
+            )[1:]
+        for k in range(looped, num_layers):
+            state = forward(k, *state)
+        y, ldj_out, saved = state
         saved = saved.stack()
 
         def grad(grad_y, grad_ldj):
-            def back(j, z, grad_z, *grads):
-                k = num_layers - 1 - j
+            def backward(k, z, grad_z, grads):
                 c = at(k, flat)
                 z, grad_z, grad_c = step.reverse(c, z, saved[k], grad_z, grad_ldj)
                 sums = [_sum_to(g, t) for g, t in zip(grad_c, tf.nest.flatten(c), strict=True)]
-                return (
-                    j + 1,
-                    z,
-                    grad_z,
-                    *[g.write(k, gc) for g, gc in zip(grads, sums, strict=True)],
-                )
+                return z, grad_z, [g.write(k, gc) for g, gc in zip(grads, sums, strict=True)]
+
+            def block(i, z, grad_z, *grads):
+                grads = list(grads)
+                for j in reversed(range(unroll)):
+                    z, grad_z, grads = backward((blocks - 1 - i) * unroll + j, z, grad_z, grads)
+                return (i + 1, z, grad_z, *grads)
 
             grads = [
                 tf.TensorArray(t.dtype, size=num_layers, element_shape=t.shape[1:]) for t in flat
             ]
-            out = tf.while_loop(
-                lambda j, *_: j < num_layers,
-                back,
-                (0, y, grad_y, *grads),
-                maximum_iterations=num_layers,
-            )
-            return (out[2], grad_ldj, *[g.stack() for g in out[3:]])
+            z, grad_z = y, grad_y
+            for k in reversed(range(looped, num_layers)):
+                z, grad_z, grads = backward(k, z, grad_z, grads)
+            if blocks:
+                out = tf.while_loop(
+                    lambda i, *_: i < blocks,
+                    block,
+                    (0, z, grad_z, *grads),
+                    maximum_iterations=blocks,
+                )
+                grad_z, grads = out[2], out[3:]
+            return (grad_z, grad_ldj, *[g.stack() for g in grads])
 
         return (y, ldj_out), grad
 
