@@ -285,10 +285,16 @@ def test_vae_recipe_defaults_and_the_time_budget(tmp_path, capsys, mnist_subset_
     assert model.kl_warmup == 50 * 10 and not model.anneal
     assert isinstance(model.optimizer, keras.optimizers.Adamax)
     assert float(model.optimizer.learning_rate) == pytest.approx(5e-4)
-    assert cli.main(argv) == 0  # rerun: the budget is spent, so it only evaluates
+    records = tmp_path / "runs.json"
+    assert cli.main([*argv, "--json", str(records)]) == 0  # rerun: budget spent, only evaluates
     text = capsys.readouterr().out
     assert "the backup's budget is spent after 1 epochs; evaluating" in text
     assert "(1 of them before this run resumed)" in text
+    # no step of its own: the record's images/s is the whole run's, 1,000 images over its time
+    (record,) = json.loads(records.read_text())
+    clock = json.loads((backup / "progress" / "clock.json").read_text())
+    assert record["images_per_s"] == pytest.approx(1000 / clock["seconds"])
+    assert record["train_seconds"] == round(clock["seconds"], 1) and record["epochs_run"] == 1
 
 
 def test_vae_appends_a_json_record_of_the_printed_numbers(tmp_path, capsys, mnist_subset_path):

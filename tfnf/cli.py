@@ -461,7 +461,10 @@ def _vae(args: argparse.Namespace) -> int:
                 "nll": nll.mean,
                 "nll_se": nll.standard_error,
                 "elbo": elbo,
-                "images_per_s": throughput.rate if math.isfinite(throughput.rate) else None,
+                # A rerun that only evaluates has no steps of its own: the whole run's average.
+                "images_per_s": throughput.rate
+                if math.isfinite(throughput.rate)
+                else (epochs_run * num_train / train_seconds if train_seconds > 0 else None),
                 "importance_samples": args.samples,
                 "test_images": len(test),
                 "arguments": _run_arguments(args),
