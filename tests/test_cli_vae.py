@@ -368,3 +368,20 @@ def test_vae_regularisers_reach_the_model_and_optimizer(tmp_path, capsys, mnist_
     valid = datasets.load_binarized_mnist("valid", mnist_subset_path)[np.arange(50) * 200 // 50]
     elbo = model.evaluate(valid, batch_size=100, return_dict=True, verbose=0)["elbo"]
     assert elbo == pytest.approx(best, abs=3.0)  # another draw of z: within noise
+
+
+def test_vae_resumed_after_an_epoch_ends_with_the_weights_of_an_uninterrupted_run(
+    tmp_path, capsys, mnist_subset_path
+):
+    # Each epoch's order comes from (seed, epoch), the sampler's seed from the step counter:
+    # two epochs in one run and one epoch, then a resumed second, train on the same batches.
+    straight, resumed = tmp_path / "straight.keras", tmp_path / "resumed.keras"
+    argv = vae_argv(tmp_path, mnist_subset_path, "--save", str(straight), epochs="2")
+    assert cli.main([*argv, "--backup", str(tmp_path / "a")]) == 0
+    backup = ["--backup", str(tmp_path / "b"), "--save", str(resumed)]
+    assert cli.main([*vae_argv(tmp_path, mnist_subset_path, *backup, epochs="1")]) == 0
+    assert cli.main([*vae_argv(tmp_path, mnist_subset_path, *backup, epochs="2")]) == 0
+    assert "(1 of them before this run resumed)" in capsys.readouterr().out
+    ours, theirs = keras.models.load_model(resumed), keras.models.load_model(straight)
+    for a, b in zip(ours.weights, theirs.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -226,6 +226,37 @@ class _KeepModel:
         return f"interrupted after {steps} training steps; saved the model to {self.save}"
 
 
+def _backed_up_epoch(backup: Path | None) -> int:
+    """The epoch a run resumes at: BackupAndRestore's record in backup/progress, else 0."""
+    record = None if backup is None else backup / "progress" / "training_metadata.json"
+    if record is None or not record.exists():
+        return 0
+    return int(json.loads(record.read_text())["epoch"])
+
+
+def _epoch_orders(train, batch_size: int, seed: int, first: int, epochs: int):
+    """The batches of epochs first, first + 1, ..., each epoch's order drawn from (seed, epoch)
+    alone (stateless), so a run resumed at epoch `first` sees what an uninterrupted one would.
+
+    train: [N, P] images (numpy); the batches are float32.
+    """
+    import tensorflow as tf
+
+    images = tf.constant(train, tf.float32)
+
+    def epoch(e):
+        key = tf.stack([tf.constant(seed, tf.int64), e])
+        order = tf.argsort(tf.random.stateless_uniform([len(train)], seed=key))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (
+        tf.data.Dataset.range(first, max(epochs, first + 1))
+        .flat_map(epoch)
+        .map(lambda rows: tf.gather(images, rows))
+        .prefetch(2)
+    )
+
+
 def _kept_after_divergence(args: argparse.Namespace, model, best_kept) -> str:
     """Load the best epoch's weights (if any) after a non-finite step, save with --save; what
     was kept, in words."""
@@ -276,13 +307,12 @@ def _vae(args: argparse.Namespace) -> int:
     from tfnf import datasets, models, plotting
 
     keras.utils.set_random_seed(args.seed)
-    train = datasets.binarized_mnist("train", args.data)
-    num_train = int(train.cardinality())
+    train = datasets.load_binarized_mnist("train", args.data)
+    num_train = len(train)
     test = datasets.load_binarized_mnist("test", args.data)
     if args.eval_images < len(test):
         # Evenly spaced: the test split is ordered by digit (its first thousand images are 0s).
         test = test[np.arange(args.eval_images) * len(test) // args.eval_images]
-    batches = train.shuffle(num_train, seed=args.seed).batch(args.batch_size).prefetch(2)
     validation = None
     if args.validation_images:
         valid = datasets.load_binarized_mnist("valid", args.data)
@@ -379,10 +409,12 @@ def _vae(args: argparse.Namespace) -> int:
         if clock.exhausted():
             epochs = clock.epochs_done  # its budget is spent: a rerun trains no further
             print(f"the backup's budget is spent after {epochs} epochs; evaluating", flush=True)
+        first = _backed_up_epoch(args.backup)
         try:
             history = model.fit(
-                batches,
+                _epoch_orders(train, args.batch_size, args.seed, first, epochs),
                 epochs=epochs,
+                steps_per_epoch=math.ceil(num_train / args.batch_size),
                 validation_data=None if validation is None else (validation,),
                 validation_batch_size=args.batch_size,
                 callbacks=callbacks,
