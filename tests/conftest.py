@@ -79,6 +79,20 @@ def radial_parameters(rng, shape, dtype, scale):
     }
 
 
+SYLVESTER_RANK = 2  # M of the battery's Sylvester maps (D = 3)
+
+
+def sylvester_parameters(rng, shape, dtype, scale):
+    # Q from numpy's QR of a random [D, M]: orthonormal columns, computed apart from tfnf's.
+    raw = rng.normal(size=(*shape, D, SYLVESTER_RANK))
+    return {
+        "q": np.linalg.qr(raw)[0],
+        "r": scale * rng.normal(size=(*shape, SYLVESTER_RANK, SYLVESTER_RANK)),
+        "r_tilde": rng.normal(size=(*shape, SYLVESTER_RANK, SYLVESTER_RANK)),
+        "b": rng.normal(size=(*shape, SYLVESTER_RANK)),
+    }
+
+
 class Case(NamedTuple):
     """A bijector of the battery: random raw parameters, and the constructor that takes them."""
 
@@ -90,6 +104,7 @@ def case(family: str, batch: tuple = (), stacked: bool = False) -> Case:
     bijector_class, draw = {
         "planar": (bijectors.PlanarFlow, planar_parameters),
         "radial": (bijectors.RadialFlow, radial_parameters),
+        "sylvester": (bijectors.Sylvester, sylvester_parameters),
     }[family]
     shape = ((STACK_LENGTH,) if stacked else ()) + batch
 
@@ -107,7 +122,7 @@ BIJECTORS = {
     f"{'stack of ' if stacked else ''}{family}{'[3]' if batch else ''}": case(
         family, batch, stacked
     )
-    for family in ("planar", "radial")
+    for family in ("planar", "radial", "sylvester")
     for stacked in (False, True)
     for batch in ((), (3,))
 }

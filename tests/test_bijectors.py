@@ -29,7 +29,7 @@ from tfnf.bijectors.planar import constrain_u
 NAMES = sorted(BIJECTORS)
 
 
-FAMILIES = ("planar", "radial")
+FAMILIES = ("planar", "radial", "sylvester")
 
 
 def elementary(family, rng, batch=()):
@@ -53,6 +53,18 @@ ADVERSARIAL = {
     "planar w=0": lambda: bijectors.PlanarFlow(u=np.array([1.0, 2.0, -1.0]), w=np.zeros(3), b=0.7),
     "planar large w": lambda: bijectors.PlanarFlow(
         u=np.array([0.5, -2.0, 1.0]), w=np.array([30.0, -20.0, 5.0]), b=1.0
+    ),
+    "sylvester R~_mm = 0": lambda: bijectors.Sylvester(
+        q=np.linalg.qr(np.array([[1.0, 0.2], [0.3, -1.0], [0.5, 0.4]]))[0],
+        r=np.array([[0.8, 1.5], [0.0, -1.2]]),
+        r_tilde=np.array([[0.0, 0.7], [0.0, 0.0]]),
+        b=np.array([0.3, -0.2]),
+    ),
+    "sylvester R_mm R~_mm -> -1": lambda: bijectors.Sylvester(
+        q=np.linalg.qr(np.array([[1.0, 0.2], [0.3, -1.0], [0.5, 0.4]]))[0],
+        r=np.array([[6.0, 1.5], [0.0, -6.0]]),
+        r_tilde=np.array([[-6.0, 0.7], [0.0, 6.0]]),
+        b=np.array([0.3, -0.2]),
     ),
     "radial beta->-alpha": lambda: bijectors.RadialFlow(
         z0=np.array([0.1, -0.2, 0.3]), a=2.0, b=-30.0
@@ -212,7 +224,13 @@ def test_every_parameter_receives_a_gradient(name, rng):
             bij.forward_log_det_jacobian(z, event_ndims=1)
         )
     for k, g in zip(params, tape.gradient(loss, list(params.values())), strict=True):
-        assert g is not None and np.all(np.abs(g.numpy()) > 0), k
+        assert g is not None, k
+        g = tf.convert_to_tensor(g).numpy()  # a Stack's gather gives IndexedSlices
+        # Sylvester's R and R~ are read from the upper triangle of their raw matrices only.
+        used = np.triu(np.ones(g.shape[-2:], bool)) if k in ("r", "r_tilde") else True
+        assert np.all(np.abs(g[..., used] if used is not True else g) > 0), k
+        if used is not True:
+            assert np.all(g[..., ~used] == 0), k
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -361,7 +379,8 @@ def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(
         tf.function(lambda: objective(by_stack), jit_compile=True),
     ):
         for a, b in zip(run(), expected, strict=True):
-            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-11)
+            a, b = (tf.convert_to_tensor(v).numpy() for v in (a, b))  # IndexedSlices too
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-11)
 
 
 @pytest.mark.parametrize("size", [1, 3])
@@ -454,3 +473,43 @@ def test_float32_inverse_of_a_stiff_long_chain_is_as_accurate_as_its_conditionin
         condition = np.linalg.cond(autodiff_jacobian(chain64.forward, x64))
         error = np.abs(x32 - x64).max(axis=-1) / np.maximum(1.0, np.abs(x64).max(axis=-1))
         assert np.all(error <= 1e-5 * np.maximum(1.0, condition))
+
+
+# -- Sylvester's Q ------------------------------------------------------------------------
+
+
+def test_orthonormal_q_is_orthonormal_and_spans_the_raw_columns(rng):
+    raw = rng.normal(size=(4, 6, 3))
+    q = bijectors.orthonormal_q(tf.constant(raw)).numpy()
+    np.testing.assert_allclose(
+        np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(3), (4, 3, 3)), atol=1e-12
+    )
+    # the projection onto span(q) leaves raw's columns where they are
+    np.testing.assert_allclose(q @ np.swapaxes(q, -1, -2) @ raw, raw, atol=1e-12)
+
+
+def test_householder_q_is_the_product_of_the_reflections(rng):
+    vectors = rng.normal(size=(2, 4, 5))  # batch 2, four reflections in D = 5
+    q = bijectors.householder_q(tf.constant(vectors), num_columns=3).numpy()
+    for i in range(2):
+        product = np.eye(5)
+        for v in vectors[i]:
+            product = product @ (np.eye(5) - 2 * np.outer(v, v) / (v @ v))
+        np.testing.assert_allclose(q[i], product[:, :3], atol=1e-12)
+    np.testing.assert_array_equal(
+        bijectors.permutation_q(3, reverse=True, dtype=tf.float64).numpy(), np.eye(3)[::-1]
+    )
+
+
+def test_sylvester_names_bad_shapes_and_checks_q_when_asked():
+    q, r, b = np.eye(3)[:, :2], np.zeros((2, 2)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"`r` must be \[..., M, M\] with M = 2"):
+        bijectors.Sylvester(q=q, r=np.zeros((3, 3)), r_tilde=r, b=b)
+    with pytest.raises(ValueError, match=r"`b` must be \[..., M\] with M = 2"):
+        bijectors.Sylvester(q=q, r=r, r_tilde=r, b=np.zeros(3))
+    with pytest.raises(ValueError, match="M <= D"):
+        bijectors.Sylvester(
+            q=np.ones((2, 3)), r=np.zeros((3, 3)), r_tilde=np.zeros((3, 3)), b=np.zeros(3)
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="orthonormal columns"):
+        bijectors.Sylvester(q=2 * q, r=r, r_tilde=r, b=b, validate_args=True).forward(np.zeros(3))
