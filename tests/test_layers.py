@@ -97,7 +97,7 @@ def test_diagonal_normal_base_starts_at_standard_normal():
 
 def test_get_flow_lists_the_flows():
     assert layers.get_flow("radial") is layers.RadialStack
-    with pytest.raises(ValueError, match="known flows: nice, planar, radial"):
+    with pytest.raises(ValueError, match="known flows: nice, planar, radial, sylvester"):
         layers.get_flow("maf")
     assert isinstance(
         tfnf.NormalizingFlow(event_size=2, num_layers=1, flow="radial").flow_layer,
@@ -136,6 +136,56 @@ def test_nice_is_volume_preserving_invertible_and_starts_as_the_identity():
     )  # additive: det 1
     np.testing.assert_allclose(bijector.forward_log_det_jacobian(z, event_ndims=1).numpy(), 0.0)
     np.testing.assert_allclose(bijector.inverse(tf.constant(y.numpy())).numpy(), z, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"variant": "orthogonal", "rank": 2},
+        {"variant": "householder", "reflections": 3},
+        {"variant": "triangular"},
+    ],
+)
+def test_sylvester_variants_start_as_the_identity_and_keep_q_orthonormal(options):
+    layer = built(layers.SylvesterStack, num_layers=3, **options)
+    z = np.random.default_rng(6).normal(size=(20, 3))
+    np.testing.assert_allclose(layer(z).numpy(), z, rtol=0, atol=1e-14)  # R = 0
+    q = layer.q().numpy()
+    assert q.shape == (3, 3, options.get("rank", 3))
+    np.testing.assert_allclose(
+        np.swapaxes(q, -1, -2) @ q,
+        np.broadcast_to(np.eye(q.shape[-1]), (3,) * 1 + (q.shape[-1],) * 2),
+        atol=1e-12,
+    )
+    layer.r.assign(np.random.default_rng(7).normal(size=layer.r.shape))  # off the identity
+    bijector = layer.bijector()
+    y = bijector.forward(z)
+    # the K maps' log-det against the autodiff Jacobian of their composition
+    x = tf.constant(z)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = bijector.forward(x)
+    np.testing.assert_allclose(
+        bijector.forward_log_det_jacobian(z, event_ndims=1).numpy(),
+        tf.linalg.slogdet(tape.batch_jacobian(out, x))[1].numpy(),
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(bijector.inverse(tf.constant(y.numpy())).numpy(), z, atol=1e-10)
+    again = layers.SylvesterStack.from_config(layer.get_config())
+    assert (again.variant, again.rank, again.reflections) == (
+        options["variant"],
+        options.get("rank"),
+        options.get("reflections"),
+    )
+
+
+def test_sylvester_bad_options_are_named():
+    with pytest.raises(ValueError, match="variant must be one of orthogonal, householder"):
+        layers.SylvesterStack(2, variant="givens")
+    with pytest.raises(ValueError, match="rank must be <= D = 3"):
+        built(layers.SylvesterStack, num_layers=2, rank=4)
+    with pytest.raises(ValueError, match="rank must be a positive integer"):
+        layers.SylvesterStack(2, rank=0)
 
 
 def test_old_layer_names_load_as_the_new_classes():

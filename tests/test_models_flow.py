@@ -405,9 +405,9 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
         ),
         ({"event_size": 0}, ValueError, "event_size must be a positive integer"),
         (
-            {"flow": "sylvester"},
+            {"flow": "householder"},
             ValueError,
-            "Unknown flow 'sylvester'; known flows: nice, planar, radial",
+            "Unknown flow 'householder'; known flows: nice, planar, radial, sylvester",
         ),
         (
             {"target_log_prob": "U7"},

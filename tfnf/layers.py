@@ -22,6 +22,7 @@ __all__ = [
     "NICEStack",
     "PlanarStack",
     "RadialStack",
+    "SylvesterStack",
     "event_ranks",
     "get_flow",
 ]
@@ -145,6 +146,104 @@ class RadialStack(_FlowLayer):
     """K radial maps (eq. 14): z0 [K, D], a, b [K] (raw alpha, beta) for `bijectors.RadialFlow`."""
 
     bijector_class = bijectors.RadialFlow
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
+class SylvesterStack(keras.layers.Layer):
+    """K Sylvester maps (van den Berg et al. 2018) of rank M for `tfnf.bijectors.Sylvester`.
+
+    Weights: raw R, R~ [K, M, M] and b [K, M], and what Q is made of:
+
+    - "orthogonal": raw [K, D, M], Q its QR factor (`bijectors.orthonormal_q`);
+    - "householder": `reflections` vectors [K, H, D], Q their product's first M columns;
+    - "triangular": no weight, Q the identity for even k and the reversal for odd k (M = D).
+
+    R starts at zero, so every map starts as the identity and q as the base; R~
+    starts N(0, 1/M) and b at zero, so the first steps move R with a non-zero gradient.
+
+    Arguments:
+        num_layers: K.
+        rank: M <= D (default: D).
+        variant: "orthogonal", "householder" or "triangular".
+        reflections: H, Householder reflections per map (default: M).
+    """
+
+    variants = ("orthogonal", "householder", "triangular")
+
+    def __init__(
+        self,
+        num_layers: int = 1,
+        rank: int | None = None,
+        variant: str = "orthogonal",
+        reflections: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.rank = None if rank is None else positive_int(rank, "rank")
+        if variant not in self.variants:
+            raise ValueError(
+                f"SylvesterStack: variant must be one of {', '.join(self.variants)}, "
+                f"got {variant!r}."
+            )
+        self.variant = variant
+        self.reflections = None if reflections is None else positive_int(reflections, "reflections")
+
+    def build(self, input_shape):
+        size = int(input_shape[-1])
+        rank = size if self.variant == "triangular" else (self.rank or size)
+        if rank > size or (self.variant == "triangular" and self.rank not in (None, size)):
+            raise ValueError(
+                f"SylvesterStack: rank must be <= D = {size} (and = D for the triangular "
+                f"variant), got {self.rank}."
+            )
+        self.size, self.columns = size, rank
+        k = self.num_layers
+        normal = keras.initializers.RandomNormal(stddev=1.0 / rank**0.5)
+        self.r = self.add_weight(shape=(k, rank, rank), initializer="zeros", name="r")
+        self.r_tilde = self.add_weight(shape=(k, rank, rank), initializer=normal, name="r_tilde")
+        self.b = self.add_weight(shape=(k, rank), initializer="zeros", name="b")
+        if self.variant == "orthogonal":
+            self.q_raw = self.add_weight(
+                shape=(k, size, rank), initializer="random_normal", name="q_raw"
+            )
+        elif self.variant == "householder":
+            self.q_raw = self.add_weight(
+                shape=(k, self.reflections or rank, size), initializer="random_normal", name="q_raw"
+            )
+
+    def q(self) -> tf.Tensor:
+        """Q of every map, [K, D, M]."""
+        if self.variant == "orthogonal":
+            return bijectors.orthonormal_q(tf.convert_to_tensor(self.q_raw))
+        if self.variant == "householder":
+            return bijectors.householder_q(tf.convert_to_tensor(self.q_raw), self.columns)
+        eye = bijectors.permutation_q(self.size, dtype=self.compute_dtype)
+        return tf.stack([eye if k % 2 == 0 else eye[::-1] for k in range(self.num_layers)])
+
+    def bijector(self) -> bijectors.Stack:
+        """The K maps as one bijector, built from the current weights."""
+        return bijectors.Stack(
+            bijectors.Sylvester(
+                q=self.q(),
+                r=tf.convert_to_tensor(self.r),
+                r_tilde=tf.convert_to_tensor(self.r_tilde),
+                b=tf.convert_to_tensor(self.b),
+            )
+        )
+
+    def call(self, z):
+        """z: [..., D] -> f(z): [..., D]."""
+        return self.bijector().forward(z)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_layers": self.num_layers,
+            "rank": self.rank,
+            "variant": self.variant,
+            "reflections": self.reflections,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
@@ -312,7 +411,12 @@ class FullRankNormal(keras.layers.Layer):
 BASES = {"diagonal": DiagonalNormal, "full_rank": FullRankNormal}
 
 
-FLOWS = {"planar": PlanarStack, "radial": RadialStack, "nice": NICEStack}
+FLOWS = {
+    "planar": PlanarStack,
+    "radial": RadialStack,
+    "sylvester": SylvesterStack,
+    "nice": NICEStack,
+}
 
 # The names before 0.2, kept for one release; .keras files saved with them load as the new classes.
 Planar, Radial, NICE = PlanarStack, RadialStack, NICEStack
