@@ -44,6 +44,14 @@ def test_fit_reports_bound_kl_and_writes_png(tmp_path, capsys):
     assert log_z == pytest.approx(1.8775, abs=1e-4)  # the paper's quadrature figure
     assert kl == pytest.approx(bound + log_z, abs=2e-4)  # printed to 4 decimals
     assert kl > -3 * error  # a KL divergence
+    # k-hat of the saved flow as a proposal for U1, recomputed from the same draws
+    (khat,) = numbers(r"Pareto k-hat (-?[\d.]+)", text)
+    q = models.load_model(saved).distribution
+    recomputed = diagnostics.importance_log_normalizer(
+        q, targets.get("U1"), num_samples=100_000, seed=[0, 1]
+    )
+    assert khat == pytest.approx(recomputed.khat, abs=0.006)
+    assert f"effective sample size {recomputed.ess:.0%}" in text
     image = matplotlib.image.imread(out)
     assert image.shape[:2] == (400, 800)  # 8 x 4 inches at 100 dpi: target beside flow
     assert image[..., :3].std() > 0.05  # not a blank canvas

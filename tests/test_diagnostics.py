@@ -82,3 +82,41 @@ def test_importance_sampling_recovers_log_z_and_ess():
         * np.exp(m**2 / (s_p**4 * a) - m**2 / s_p**2)
     )
     assert estimate.ess == pytest.approx(1 / second_moment, rel=0.02)
+
+
+# -- Pareto k-hat -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [0.2, 0.5, 0.9])
+def test_pareto_khat_recovers_the_tail_shape_and_agrees_with_scipys_fit(shape):
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    # weights with a generalised Pareto tail of this shape: w = (U^-k - 1) / k
+    weights = (rng.random(20_000) ** -shape - 1) / shape
+    khat = diagnostics.pareto_khat(np.log(weights) + 123.0)  # a shift changes nothing
+    assert abs(khat - shape) < 0.12, khat
+    # scipy's maximum-likelihood fit of the same tail, an estimator written apart from ours
+    s = np.sort(weights)
+    m = int(min(len(s) / 5, 3 * np.sqrt(len(s))))
+    mle, _, _ = stats.genpareto.fit(s[-m:] - s[-m - 1], floc=0.0)
+    assert abs(khat - mle) < 0.06, (khat, mle)
+
+
+def test_pareto_khat_of_a_proposal_that_matches_is_low_and_one_too_narrow_is_high():
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=100_000)
+    # q = N(0, 1) for p = N(0, 1.1^2): bounded weights, k-hat well below 0.5
+    good = -0.5 * (z / 1.1) ** 2 + 0.5 * z**2
+    # q = N(0, 1) for p = N(0, 2^2): infinite variance of w, k-hat >= 0.7 (the PSIS rule)
+    bad = -0.5 * (z / 2.0) ** 2 + 0.5 * z**2
+    assert diagnostics.pareto_khat(good) < 0.3 < 0.7 < diagnostics.pareto_khat(bad)
+    estimate = diagnostics.importance_log_normalizer(
+        tfp.distributions.Normal(0.0, 1.0),
+        lambda x: -0.5 * (x / 2.0) ** 2,
+        num_samples=50_000,
+        seed=1,
+    )
+    assert estimate.khat > 0.7
+    with pytest.raises(ValueError, match="log_weights must be >= 10 finite numbers, got 3"):
+        diagnostics.pareto_khat([0.0, 1.0, 2.0])

@@ -74,6 +74,17 @@ def _fit(args: argparse.Namespace) -> int:
             f"restricted to the box {_square(targets.BOX)}, where KL(q_box || p_box) = {kl:.4f} "
             f"nats, with {mass:.0%} of q's mass inside"
         )
+    check = diagnostics.importance_log_normalizer(
+        q,
+        log_p,
+        num_samples=100_000,
+        seed=[args.seed, 1],  # stateless: reproducible
+    )
+    print(
+        f"q as a proposal for p: Pareto k-hat {check.khat:.2f} "
+        f"({'reliable' if check.khat < 0.7 else 'unreliable'}: < 0.7 is), "
+        f"effective sample size {check.ess:.0%}"
+    )
     figure = plotting.target_and_flow(
         log_p, q, title=f"{args.target}, {args.flow} flow, K = {args.layers}"
     )

@@ -20,6 +20,7 @@ __all__ = [
     "kl_2d",
     "importance_log_normalizer",
     "ImportanceEstimate",
+    "pareto_khat",
     "mode_masses",
     "covers_modes",
 ]
@@ -103,6 +104,58 @@ class ImportanceEstimate(NamedTuple):
     log_z: float  # ln of the importance-sampling estimate of Z
     standard_error: float  # of log_z, by the delta method
     ess: float  # effective sample size, as a fraction of the samples
+    khat: float  # Pareto k-hat of the weights' tail (`pareto_khat`); < 0.7: reliable
+
+
+def pareto_khat(log_weights) -> float:
+    """The Pareto k-hat of importance weights: the shape of a generalised Pareto fitted to
+    their tail (Vehtari, Simpson, Gelman, Yao & Gabry, "Pareto Smoothed Importance
+    Sampling", 2015/2024; Yao, Vehtari, Simpson & Gelman 2018 for q as a proposal).
+
+    The tail is the largest M = min(S / 5, 3 sqrt(S)) of S weights, less the next
+    largest; its shape is the posterior-mean estimate of Zhang & Stephens (2009) with
+    the PSIS paper's weak prior (10 pseudo-observations at k = 0.5). k-hat < 0.5: the
+    weights have finite variance; below 0.7 importance sampling (and q as an
+    approximation of p) is reliable; above it, not. Scale-free: log_weights may be
+    shifted by any constant.
+
+    Arguments:
+        log_weights: [S] ln p~(z_s) - ln q(z_s), z_s ~ q; S >= 10.
+    Returns:
+        k-hat, a float; inf if the tail is all ties (no spread to fit).
+    """
+    log_w = np.sort(np.asarray(log_weights, dtype=np.float64).ravel())
+    if log_w.size < 10 or not np.all(np.isfinite(log_w)):
+        raise ValueError(
+            f"pareto_khat: log_weights must be >= 10 finite numbers, got {log_w.size} values"
+            + ("" if np.all(np.isfinite(log_w)) else " with non-finite ones")
+            + "."
+        )
+    size = log_w.size
+    tail_size = int(min(size / 5, 3 * math.sqrt(size)))
+    weights = np.exp(log_w - log_w[-1])  # the largest is 1
+    tail = weights[-tail_size:] - weights[-tail_size - 1]  # exceedances over the cutoff
+    if tail[-1] <= 0:
+        return math.inf
+    return _generalised_pareto_shape(tail)
+
+
+def _generalised_pareto_shape(x: np.ndarray) -> float:
+    """Zhang & Stephens' (2009) posterior-mean shape of a generalised Pareto fitted to the
+    sorted exceedances x > 0, with the PSIS prior on the shape."""
+    n = x.size
+    grid = 30 + int(math.sqrt(n))
+    quartile = x[max(0, int(n / 4 + 0.5) - 1)]
+    # candidate values of theta = -k / sigma, spread as the paper prescribes
+    theta = 1 / x[-1] + (1 - np.sqrt(grid / (np.arange(1, grid + 1) - 0.5))) / (3 * quartile)
+    k = np.log1p(-theta[:, None] * x).mean(axis=1)  # the profile MLE of the shape at each theta
+    log_likelihood = n * (np.log(-theta / k) - k - 1)
+    weights = np.exp(log_likelihood - log_likelihood.max())  # each theta's posterior weight
+    weights /= weights.sum()
+    keep = weights >= 10 * np.finfo(float).eps
+    theta, weights = theta[keep], weights[keep] / weights[keep].sum()
+    shape = np.log1p(-(theta * weights).sum() * x).mean()
+    return float((n * shape + 10 * 0.5) / (n + 10))
 
 
 def importance_log_normalizer(
@@ -111,9 +164,10 @@ def importance_log_normalizer(
     num_samples: int = 100_000,
     seed=None,
 ) -> ImportanceEstimate:
-    """ln Z by importance sampling with q as the proposal, and q's effective sample size.
+    """ln Z by importance sampling with q as the proposal, q's effective sample size and k-hat.
 
-    w_i = p~(z_i) / q(z_i); Z ~ mean(w); ESS = (sum w)^2 / sum w^2 (Kish), in log space.
+    w_i = p~(z_i) / q(z_i); Z ~ mean(w); ESS = (sum w)^2 / sum w^2 (Kish), in log space;
+    khat = `pareto_khat(ln w)`.
     """
     z, log_q = q.experimental_sample_and_log_prob(num_samples, seed=seed)
     log_w = tf.cast(target_log_prob(z), tf.float64) - tf.cast(log_q, tf.float64)
@@ -122,7 +176,12 @@ def importance_log_normalizer(
     w = tf.exp(log_w - log_sum)  # normalised weights
     ess = 1.0 / float(tf.reduce_sum(w * w))
     relative_sd = math.sqrt(max(num_samples * float(tf.reduce_sum(w * w)) - 1.0, 0.0))
-    return ImportanceEstimate(log_z, relative_sd / math.sqrt(num_samples), ess / num_samples)
+    return ImportanceEstimate(
+        log_z,
+        relative_sd / math.sqrt(num_samples),
+        ess / num_samples,
+        pareto_khat(log_w.numpy()),
+    )
 
 
 def mode_masses(
