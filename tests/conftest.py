@@ -195,6 +195,8 @@ def head_parameters(layer, h):
     scale = {"softplus": softplus, "exp": np.exp}[layer.scale]
     params = {"loc": dense(h, layer.loc_head), "scale": scale(dense(h, layer.scale_head))}
     K, D = layer.num_layers, layer.event_size
+    if layer.flow == "sylvester":
+        return {**params, **sylvester_head_parameters(layer, h)} if K else params
     for name, rank in layer.parameter_ranks.items() if K else []:
         out = dense(h, layer.flow_heads[name]).reshape((len(h), K) + (D,) * rank)
         params[name] = np.moveaxis(out, 1, 0)
@@ -204,6 +206,34 @@ def head_parameters(layer, h):
     if layer.flow == "radial" and K:  # raw beta starts from raw alpha
         params["b"] = params["a"] + params["b"]
     return params
+
+
+def sylvester_head_parameters(layer, h):
+    """AmortizedFlow's Sylvester parameters in numpy: q [K, B, D, M] from its variant, r, r_tilde
+    [K, B, M, M], b [K, B, M]."""
+    K, D = layer.num_layers, layer.event_size
+    raw = {
+        name: np.moveaxis(dense(h, head).reshape((len(h), K, *layer.head_shapes[name])), 1, 0)
+        for name, head in layer.flow_heads.items()
+    }
+    columns = raw["b"].shape[-1]
+    if layer.variant == "orthogonal":
+        q = np.linalg.qr(raw["q_raw"])[0]
+    elif layer.variant == "householder":
+        q = np.broadcast_to(np.eye(D), (K, len(h), D, D)).copy()
+        for j in range(raw["q_raw"].shape[-2]):
+            v = raw["q_raw"][..., j, :]
+            v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+            q = q - 2 * np.einsum("...d,...e->...de", np.einsum("...de,...e->...d", q, v), v)
+        q = q[..., :columns]
+    else:
+        q = np.stack(
+            [
+                np.broadcast_to(np.eye(D)[:: 1 if k % 2 == 0 else -1], (len(h), D, D))
+                for k in range(K)
+            ]
+        )
+    return {"q": q, "r": raw["r"], "r_tilde": raw["r_tilde"], "b": raw["b"]}
 
 
 def per_example_posterior(layer, params, i):

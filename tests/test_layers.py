@@ -314,7 +314,8 @@ def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
         atol=1e-12,
     )
     assert (
-        np.ptp(params["z0" if flow == "radial" else "w"], axis=1).min() > 0
+        np.ptp(params[{"radial": "z0", "planar": "w", "sylvester": "r_tilde"}[flow]], axis=1).min()
+        > 0
     )  # parameters differ per example
 
     def gradients():
@@ -325,7 +326,7 @@ def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
             zip((w.path for w in layer.weights), tape.gradient(loss, layer.weights), strict=True)
         )
 
-    zero_head = "u" if flow == "planar" else "b"
+    zero_head = {"planar": "u", "radial": "b", "sylvester": "r"}[flow]
     assert (
         np.abs(gradients()[f"{layer.name}/{zero_head}/kernel"].numpy()).max() > 1e-3
     )  # not a stationary point
@@ -381,7 +382,7 @@ def test_amortized_flow_config_round_trip_and_bad_arguments():
     for kwargs, match in [
         ({"event_size": 0}, "event_size must be a positive integer, got 0"),
         ({"num_layers": -1}, "num_layers must be an integer >= 0, got -1"),
-        ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial"),
+        ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial, sylvester"),
         ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp"),
     ]:
         with pytest.raises(ValueError, match=match):

@@ -321,7 +321,11 @@ def test_encoder_noise_perturbs_only_what_the_encoder_sees_in_training():
         ({"num_layers": -1}, ValueError, "num_layers must be an integer >= 0, got -1"),
         ({"data_size": True}, ValueError, "data_size must be a positive integer, got True"),
         ({"maxout_pieces": 0}, ValueError, "maxout_pieces must be a positive integer, got 0"),
-        ({"flow": "nice"}, ValueError, "unknown flow 'nice'; amortised flows: planar, radial"),
+        (
+            {"flow": "nice"},
+            ValueError,
+            "unknown flow 'nice'; amortised flows: planar, radial, sylvester",
+        ),
         ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
     ],
 )
@@ -356,3 +360,48 @@ def test_the_dlgm_has_one_home_and_the_old_module_still_imports_with_a_warning()
     assert old.FlowVAE is FlowVAE and old.negative_log_likelihood is negative_log_likelihood
     with pytest.raises(AttributeError, match="has no attribute 'FlowVea'"):
         tfnf.models.FlowVea  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"rank": 2, "variant": "orthogonal"}, {"variant": "householder"}, {"variant": "triangular"}],
+)
+def test_amortised_sylvester_posterior_is_its_per_example_chain_and_starts_diagonal(options):
+    model = vae(num_layers=2, flow="sylvester", latent_size=3, flow_options=options, seed=9)
+    x = binary_images(6, 12, seed=4)
+    params = {k: v.numpy() for k, v in model.posterior_parameters(x).items()}
+    base = tfd.MultivariateNormalDiag(params["loc"], params["scale"])
+    z0 = base.sample(seed=[1, 2]).numpy()
+    # R starts at zero: every map is the identity, q is the diagonal Gaussian
+    np.testing.assert_allclose(
+        model.posterior(x).log_prob(z0).numpy(), base.log_prob(z0).numpy(), atol=1e-12
+    )
+    randomise_posterior(model, seed=3, spread=0.4)
+    params = {k: v.numpy() for k, v in model.posterior_parameters(x).items()}
+    q = params["q"]
+    np.testing.assert_allclose(
+        np.swapaxes(q, -1, -2) @ q,
+        np.broadcast_to(np.eye(q.shape[-1]), q.shape[:2] + (q.shape[-1],) * 2),
+        atol=1e-10,
+    )
+    z, log_q = model.posterior_layer.sample_and_log_prob(
+        {k: tf.constant(v) for k, v in params.items()}, seed=[5, 6]
+    )
+    for i in range(6):  # each image's q: its base through a tfb.Chain of its two maps
+        maps = [
+            tfnf.bijectors.Sylvester(
+                q=params["q"][k, i],
+                r=params["r"][k, i],
+                r_tilde=params["r_tilde"][k, i],
+                b=params["b"][k, i],
+            )
+            for k in range(2)
+        ]
+        chain = tfd.TransformedDistribution(
+            tfd.MultivariateNormalDiag(params["loc"][i], params["scale"][i]), tfb.Chain(maps[::-1])
+        )
+        np.testing.assert_allclose(
+            log_q.numpy()[i], chain.log_prob(tf.constant(z.numpy()[i])).numpy(), rtol=1e-9
+        )
+    assert model.train_on_batch(x, return_dict=True)["loss"] > 0
+    assert FlowVAE.from_config(model.get_config()).flow_options == options

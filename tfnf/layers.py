@@ -5,6 +5,9 @@ parameters and build a fresh bijector (or distribution) from them each time it
 is asked for, inside the traced training step.
 """
 
+import functools
+import math
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -473,11 +476,25 @@ class AmortizedFlow(keras.layers.Layer):
     def _radial(z0, a, b) -> dict:
         return {"z0": z0, "a": a, "b": a + b}
 
+    @staticmethod
+    def _sylvester(r, r_tilde, b, q_raw=None, *, variant, size, columns, num_layers):
+        if variant == "orthogonal":
+            q = bijectors.orthonormal_q(q_raw)
+        elif variant == "householder":
+            q = bijectors.householder_q(q_raw, columns)
+        else:  # triangular: the identity for even maps, the reversal for odd ones
+            eye = bijectors.permutation_q(size, dtype=r.dtype)
+            q = tf.stack([eye if k % 2 == 0 else eye[::-1] for k in range(num_layers)])
+            q = tf.broadcast_to(q[:, tf.newaxis], tf.concat([tf.shape(r)[:2], [size, size]], 0))
+        return {"q": q, "r": r, "r_tilde": r_tilde, "b": b}
+
     # flow: (bijector, head outputs -> bijector parameters, the head that starts at zero)
     families = {
         "planar": (bijectors.PlanarFlow, _planar, "u"),
         "radial": (bijectors.RadialFlow, _radial, "b"),
+        "sylvester": (bijectors.Sylvester, _sylvester, "r"),
     }
+    sylvester_variants = ("orthogonal", "householder", "triangular")
     scales = {"softplus": tf.math.softplus, "exp": tf.exp}
     # Planar w starts at a fifth of Glorot's variance, so that w(x).z + b starts mostly where tanh
     # is
@@ -499,6 +516,8 @@ class AmortizedFlow(keras.layers.Layer):
         num_layers: int,
         flow: str = "planar",
         scale: str = "softplus",
+        rank: int | None = None,
+        variant: str = "orthogonal",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -521,6 +540,41 @@ class AmortizedFlow(keras.layers.Layer):
         )
         self._bijector_class, self._from_heads, zero_head = self.families[flow]
         self.parameter_ranks = event_ranks(self._bijector_class)
+        self.rank, self.variant = rank, variant
+        if flow != "sylvester" and (rank is not None or variant != "orthogonal"):
+            raise ValueError(
+                f"AmortizedFlow: rank and variant are options of the sylvester flow, not {flow!r}."
+            )
+        # the shape of each head's output per map
+        self.head_shapes = {name: (event_size,) * r for name, r in self.parameter_ranks.items()}
+        if flow == "sylvester":
+            if variant not in self.sylvester_variants:
+                raise ValueError(
+                    "AmortizedFlow: variant must be one of "
+                    f"{', '.join(self.sylvester_variants)}, got {variant!r}."
+                )
+            columns = event_size if variant == "triangular" else (rank or event_size)
+            if rank is not None and (
+                positive_int(rank, "AmortizedFlow: rank") > event_size
+                or (variant == "triangular" and rank != event_size)
+            ):
+                raise ValueError(
+                    f"AmortizedFlow: rank must be <= event_size = {event_size} (and equal to it "
+                    f"for the triangular variant), got {rank}."
+                )
+            self.head_shapes = {"r": (columns, columns), "r_tilde": (columns, columns)}
+            self.head_shapes["b"] = (columns,)
+            if variant == "orthogonal":
+                self.head_shapes["q_raw"] = (event_size, columns)
+            elif variant == "householder":
+                self.head_shapes["q_raw"] = (columns, event_size)
+            self._from_heads = functools.partial(
+                self._sylvester,
+                variant=variant,
+                size=event_size,
+                columns=columns,
+                num_layers=num_layers,
+            )
 
         def dense(units, name, **init):
             return keras.layers.Dense(units, dtype=self.dtype_policy, name=name, **init)
@@ -539,11 +593,11 @@ class AmortizedFlow(keras.layers.Layer):
             if num_layers == 0
             else {
                 name: dense(
-                    num_layers * event_size**rank,
+                    num_layers * math.prod(shape),
                     name,
                     **({"kernel_initializer": initializers[name]} if name in initializers else {}),
                 )
-                for name, rank in self.parameter_ranks.items()
+                for name, shape in self.head_shapes.items()
             }
         )
 
@@ -561,10 +615,8 @@ class AmortizedFlow(keras.layers.Layer):
         if self.num_layers:
             heads = {}
             for name, head in self.flow_heads.items():
-                out = head(h)  # [B, K * D^rank], map k in the k-th block
-                out = tf.reshape(
-                    out, [-1, self.num_layers] + [self.event_size] * self.parameter_ranks[name]
-                )
+                out = head(h)  # [B, K * prod(shape)], map k in the k-th block
+                out = tf.reshape(out, [-1, self.num_layers, *self.head_shapes[name]])
                 heads[name] = tf.transpose(out, [1, 0] + list(range(2, len(out.shape))))
             params.update(self._from_heads(**heads))
         return params
@@ -615,4 +667,6 @@ class AmortizedFlow(keras.layers.Layer):
             "num_layers": self.num_layers,
             "flow": self.flow,
             "scale": self.scale,
+            "rank": self.rank,
+            "variant": self.variant,
         }

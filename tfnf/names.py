@@ -8,4 +8,4 @@ __all__ = ["AMORTIZED_FLOWS", "FLOWS", "TABLE_1", "TARGETS"]
 TARGETS = ("U1", "U2", "U3", "U4", "hexagon", "triangle")  # tfnf.targets.names()
 TABLE_1 = ("U1", "U2", "U3", "U4")  # the paper's energies, Figure 3's rows
 FLOWS = ("nice", "planar", "radial", "sylvester")  # tfnf.layers.FLOWS
-AMORTIZED_FLOWS = ("planar", "radial")  # tfnf.layers.AmortizedFlow.families
+AMORTIZED_FLOWS = ("planar", "radial", "sylvester")  # tfnf.layers.AmortizedFlow.families

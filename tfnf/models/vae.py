@@ -116,7 +116,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         latent_size: D, the number of latent variables (40 in the paper).
         hidden_units: units of each maxout layer (400).
         num_layers: K >= 0 flow maps; 0 is the diagonal-Gaussian DLGM.
-        flow: "planar" or "radial".
+        flow: "planar", "radial" or "sylvester".
         data_size: pixels per image, P (784).
         hidden_layers: maxout layers in the encoder and in the decoder.
         maxout_pieces: window of each maxout unit (4).
@@ -124,6 +124,8 @@ class FlowVAE(GuardedTraining, keras.Model):
         anneal: multiply ln p(x, z) by the paper's beta_t (`tfnf.models.paper_annealing`, then
             `beta_schedule`), as the paper trains; off by default, so that loss = -elbo.
         kl_warmup: W >= 0 training steps of linear KL warm-up (0: none); not with `anneal`.
+        flow_options: options of `layers.AmortizedFlow` for the flow, e.g. {"rank": 8,
+            "variant": "householder"} for "sylvester".
         encoder_noise: sigma >= 0; in training, the encoder sees x + sigma * N(0, I) while the
             decoder reconstructs x (the denoising VAE of Im et al. 2017, a regulariser of the
             amortised posterior, Shu et al. 2018); evaluation and -ln p(x) encode x itself.
@@ -148,6 +150,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         anneal: bool = False,
         kl_warmup: int = 0,
         encoder_noise: float = 0.0,
+        flow_options: dict | None = None,
         seed: int | None = None,
         **kwargs,
     ):
@@ -175,8 +178,15 @@ class FlowVAE(GuardedTraining, keras.Model):
             ]
 
         self.encoder = keras.Sequential(maxouts("encoder_maxout"), name="encoder")
+        self.flow_options = dict(flow_options or {})
         self.posterior_layer = AmortizedFlow(
-            latent_size, num_layers, flow=flow, scale=scale, dtype=dtype, name="posterior"
+            latent_size,
+            num_layers,
+            flow=flow,
+            scale=scale,
+            dtype=dtype,
+            name="posterior",
+            **self.flow_options,
         )
         logits = keras.layers.Dense(data_size, dtype=dtype, name="logits")
         self.decoder = keras.Sequential([*maxouts("decoder_maxout"), logits], name="decoder")
@@ -345,6 +355,7 @@ class FlowVAE(GuardedTraining, keras.Model):
             "anneal": self.anneal,
             "kl_warmup": self.kl_warmup,
             "encoder_noise": self.encoder_noise,
+            "flow_options": self.flow_options,
             "seed": self._sampler_seed,
         }
 
