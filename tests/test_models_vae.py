@@ -405,3 +405,22 @@ def test_amortised_sylvester_posterior_is_its_per_example_chain_and_starts_diago
         )
     assert model.train_on_batch(x, return_dict=True)["loss"] > 0
     assert FlowVAE.from_config(model.get_config()).flow_options == options
+
+
+def test_importance_weighted_training_minimises_minus_the_iwae_bound():
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    model = vae(num_layers=2, importance_samples=5, seed=10)
+    randomise_posterior(model)
+    x = binary_images(8, 12, seed=5)
+    # the terms of the first step's five draws per image, seed (10, 0)
+    log_px_z, log_pz, log_q = (t.numpy() for t in model.log_weight_terms(x, [10, 0], (5,)))
+    log_w = log_px_z + log_pz - log_q  # [5, 8]
+    trained = model.train_on_batch(x, return_dict=True)
+    iwae = scipy_logsumexp(log_w, axis=0) - np.log(5)
+    assert trained["loss"] == pytest.approx(-np.mean(iwae), rel=1e-6)  # float32 metrics
+    assert trained["elbo"] == pytest.approx(np.mean(log_w), rel=1e-6)
+    assert -trained["loss"] > trained["elbo"]  # the bound is tighter than the ELBO
+    assert FlowVAE.from_config(model.get_config()).importance_samples == 5
+    with pytest.raises(ValueError, match="no KL term to warm up or anneal"):
+        FlowVAE(latent_size=2, hidden_units=4, data_size=8, importance_samples=5, kl_warmup=10)

@@ -83,6 +83,14 @@ def _warmed_up_kl(beta, log_q, log_p, log_reference, log_px_z, log_pz) -> tf.Ten
     return beta * (log_q - log_pz) - log_px_z
 
 
+def _iwae(beta, log_q, log_p, log_reference, log_px_z, log_pz) -> tf.Tensor:
+    """-(logsumexp_s [ln p(x, z_s) - ln q(z_s | x)] - ln S) per image: minus the importance-
+    weighted bound of Burda et al. (2016) over the S samples on the leading axis."""
+    del beta, log_reference, log_px_z, log_pz
+    samples = tf.cast(tf.shape(log_q)[0], log_q.dtype)
+    return -(tf.reduce_logsumexp(log_p - log_q, axis=0) - tf.math.log(samples))
+
+
 @keras.saving.register_keras_serializable(package="tfnf")
 class FlowVAE(GuardedTraining, keras.Model):
     """The paper's DLGM: x -> q_K(z | x) (a diagonal Gaussian through K amortised maps) -> p(x | z).
@@ -124,6 +132,9 @@ class FlowVAE(GuardedTraining, keras.Model):
         anneal: multiply ln p(x, z) by the paper's beta_t (`tfnf.models.paper_annealing`, then
             `beta_schedule`), as the paper trains; off by default, so that loss = -elbo.
         kl_warmup: W >= 0 training steps of linear KL warm-up (0: none); not with `anneal`.
+        importance_samples: S >= 1; S > 1 trains on the importance-weighted bound (IWAE, Burda
+            et al. 2016) with S samples of q per image: loss = -mean(logsumexp_s w_s - ln S),
+            and `elbo`, `reconstruction`, `kl` average over the S samples.
         flow_options: options of `layers.AmortizedFlow` for the flow, e.g. {"rank": 8,
             "variant": "householder"} for "sylvester".
         encoder_noise: sigma >= 0; in training, the encoder sees x + sigma * N(0, I) while the
@@ -151,6 +162,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         kl_warmup: int = 0,
         encoder_noise: float = 0.0,
         flow_options: dict | None = None,
+        importance_samples: int = 1,
         seed: int | None = None,
         **kwargs,
     ):
@@ -166,6 +178,12 @@ class FlowVAE(GuardedTraining, keras.Model):
         self.anneal = _checks.boolean(anneal, "anneal")
         self.kl_warmup = positive_int(kl_warmup, "kl_warmup", minimum=0)
         self.encoder_noise = _checks.non_negative_number(encoder_noise, "encoder_noise")
+        self.importance_samples = positive_int(importance_samples, "importance_samples")
+        if self.importance_samples > 1 and (self.anneal or self.kl_warmup):
+            raise ValueError(
+                "FlowVAE: importance_samples > 1 trains the importance-weighted bound, which has "
+                "no KL term to warm up or anneal; set kl_warmup=0 and anneal=False."
+            )
         if self.anneal and self.kl_warmup:
             raise ValueError(
                 "FlowVAE: anneal and kl_warmup are two schedules of the same beta; choose one."
@@ -283,12 +301,18 @@ class FlowVAE(GuardedTraining, keras.Model):
                     tf.random.experimental.stateless_fold_in(seed, 1),
                     rows,
                 )
-            log_px_z, log_pz, log_q = self.log_weight_terms(x, seed, rows=rows, encoded=encoded)
+            log_px_z, log_pz, log_q = self.log_weight_terms(
+                x, seed, sample_shape=samples, rows=rows, encoded=encoded
+            )
             return log_q, log_px_z + log_pz, None, log_px_z, log_pz
 
-        update, log_px_z, log_pz = self._guarded_update(
-            draw, rows, _warmed_up_kl if self.kl_warmup else None
-        )
+        samples = () if self.importance_samples == 1 else (self.importance_samples,)
+        if samples and rows is not None:
+            raise ValueError(
+                "FlowVAE: importance_samples > 1 is not supported under a tf.distribute strategy."
+            )
+        objective = _warmed_up_kl if self.kl_warmup else _iwae if samples else None
+        update, log_px_z, log_pz = self._guarded_update(draw, rows, objective)
         return self._track_terms(update.finite, update.per_sample, log_px_z, log_pz, update.log_q)
 
     def test_step(self, data):
@@ -356,6 +380,7 @@ class FlowVAE(GuardedTraining, keras.Model):
             "kl_warmup": self.kl_warmup,
             "encoder_noise": self.encoder_noise,
             "flow_options": self.flow_options,
+            "importance_samples": self.importance_samples,
             "seed": self._sampler_seed,
         }
 
