@@ -52,6 +52,10 @@ def test_fit_reports_bound_kl_and_writes_png(tmp_path, capsys):
     )
     assert khat == pytest.approx(recomputed.khat, abs=0.006)
     assert f"effective sample size {recomputed.ess:.0%}" in text
+    iwae, iwae_error = numbers(r"ln Z, k = 64: (-?[\d.]+) \+- ([\d.]+)", text)
+    assert (
+        -bound - 3 * error - 3 * iwae_error < iwae < log_z + 3 * iwae_error
+    )  # ELBO <= IWAE <= ln Z
     image = matplotlib.image.imread(out)
     assert image.shape[:2] == (400, 800)  # 8 x 4 inches at 100 dpi: target beside flow
     assert image[..., :3].std() > 0.05  # not a blank canvas

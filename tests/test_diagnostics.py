@@ -120,3 +120,21 @@ def test_pareto_khat_of_a_proposal_that_matches_is_low_and_one_too_narrow_is_hig
     assert estimate.khat > 0.7
     with pytest.raises(ValueError, match="log_weights must be >= 10 finite numbers, got 3"):
         diagnostics.pareto_khat([0.0, 1.0, 2.0])
+
+
+def test_importance_weighted_bound_rises_with_k_to_ln_z_and_is_minus_the_bound_at_k_1():
+    p = tfp.distributions.MultivariateNormalDiag([0.5, -0.5], [1.0, 1.5])
+    q = tfp.distributions.MultivariateNormalDiag([0.0, 0.0], [1.5, 2.0])
+
+    def log_p(z):
+        return p.log_prob(z) + 1.25  # ln Z = 1.25
+
+    one, error = diagnostics.importance_weighted_bound(q, log_p, 1, 100_000, seed=[1, 2])
+    kl = float(tfp.distributions.kl_divergence(q, p))  # closed form
+    assert abs(one - (1.25 - kl)) < 4 * error  # E_q[ln w] = ln Z - KL(q || p)
+    bounds = [
+        diagnostics.importance_weighted_bound(q, log_p, k, 20_000, seed=[3, k])[0]
+        for k in (1, 5, 50)
+    ]
+    assert bounds[0] < bounds[1] < bounds[2] < 1.25 + 0.01
+    assert 1.25 - bounds[2] < 0.1 * (1.25 - bounds[0])

@@ -85,6 +85,13 @@ def _fit(args: argparse.Namespace) -> int:
         f"({'reliable' if check.khat < 0.7 else 'unreliable'}: < 0.7 is), "
         f"effective sample size {check.ess:.0%}"
     )
+    iwae, iwae_error = diagnostics.importance_weighted_bound(
+        q, log_p, 64, num_bounds=2_000, seed=[args.seed, 2]
+    )
+    print(
+        f"importance-weighted lower bound on ln Z, k = 64: {iwae:.4f} +- {iwae_error:.4f} nats "
+        f"(the ELBO, k = 1: {-value:.4f})"
+    )
     figure = plotting.target_and_flow(
         log_p, q, title=f"{args.target}, {args.flow} flow, K = {args.layers}"
     )
