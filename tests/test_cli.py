@@ -118,6 +118,8 @@ def test_figure3_and_bound_vs_k_write_their_outputs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "U1 K=2: bound" in printed and "KL(q || p)" in printed  # U1: the exact KL
     assert "U2 K=2: bound" in printed and "KL on (-4, 4)^2" in printed  # U2: on the plotted box
+    khats = [float(x) for x in re.findall(r"Pareto k-hat (-?[\d.]+|inf)", printed)]
+    assert len(khats) == 4 and all(k > -2 for k in khats)  # one per panel
     curve = tmp_path / "fig3d.png"
     assert (
         cli.main(

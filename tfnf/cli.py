@@ -142,9 +142,12 @@ def _figure3(args: argparse.Namespace) -> int:
             value, error = diagnostics.bound(q, log_p, seed=args.seed)
             kls[name, k], mass = diagnostics.kl_2d(q, log_p, extent=extent)
             where = "KL(q || p)" if extent != targets.BOX else f"KL on {_square(targets.BOX)}"
+            # k-hat of q as a proposal for what it was fitted to (U2..U4: restricted to the box)
+            fitted = log_p if targets.is_normalizable(name) else targets.Restricted(log_p)
+            khat = diagnostics.importance_log_normalizer(q, fitted, seed=[args.seed, 1]).khat
             print(
                 f"{name} K={k}: bound {value:.4f} +- {error:.4f} nats, {where} "
-                f"{kls[name, k]:.4f} nats ({mass:.0%} of q inside)",
+                f"{kls[name, k]:.4f} nats ({mass:.0%} of q inside), Pareto k-hat {khat:.2f}",
                 flush=True,
             )
     caption = (
