@@ -56,6 +56,17 @@ def randomise_posterior(model, seed=1, spread=0.5):
         weight.assign(spread * rng.normal(size=weight.shape))
 
 
+def terms_by_hand(model, params, x, z):
+    """(ln q(z | x) by per-example chains, ln p(x | z) and ln p(z) in numpy), each [B]."""
+    log_q = np.array(
+        [
+            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
+            for i in range(len(x))
+        ]
+    )
+    return log_q, bernoulli_log_prob(x, decoder_logits(model, z)), gaussian_log_prob(z, 0.0, 1.0)
+
+
 def binary_images(n, size, seed=0, prototypes=2, flip=0.05):
     """Noisy copies of a few random binary prototypes: data with structure a VAE can learn."""
     rng = np.random.default_rng(seed)
@@ -85,14 +96,7 @@ def test_reported_elbo_terms_equal_a_numpy_recomputation():
     z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[5, 0])[
         0
     ].numpy()
-    log_q = np.array(
-        [
-            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
-            for i in range(8)
-        ]
-    )
-    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))
-    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    log_q, log_px_z, log_pz = terms_by_hand(model, params, x, z)
     expected = {
         "elbo": np.mean(log_px_z + log_pz - log_q),
         "reconstruction": np.mean(log_px_z),
@@ -262,14 +266,7 @@ def test_kl_warm_up_weighs_only_the_kl_term_linearly():
     z = model.posterior_layer.sample_and_log_prob(model.posterior_parameters(x), seed=[6, 0])[
         0
     ].numpy()
-    log_q = np.array(
-        [
-            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
-            for i in range(8)
-        ]
-    )
-    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))
-    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    log_q, log_px_z, log_pz = terms_by_hand(model, params, x, z)
     trained = model.train_on_batch(x, return_dict=True)  # step 0: beta_0 = 1 / 4 on the KL only
     assert trained["loss"] == pytest.approx(np.mean(0.25 * (log_q - log_pz) - log_px_z), rel=1e-6)
     assert trained["elbo"] == pytest.approx(np.mean(log_px_z + log_pz - log_q), rel=1e-6)
@@ -294,14 +291,7 @@ def test_encoder_noise_perturbs_only_what_the_encoder_sees_in_training():
     z = model.posterior_layer.sample_and_log_prob(
         {k: tf.constant(v) for k, v in params.items()}, seed=[4, 0]
     )[0].numpy()
-    log_q = np.array(
-        [
-            per_example_posterior(model.posterior_layer, params, i).log_prob(z[i]).numpy()
-            for i in range(8)
-        ]
-    )
-    log_px_z = bernoulli_log_prob(x, decoder_logits(model, z))  # the clean images
-    log_pz = gaussian_log_prob(z, 0.0, 1.0)
+    log_q, log_px_z, log_pz = terms_by_hand(model, params, x, z)  # decoding the clean images
     trained = model.train_on_batch(x, return_dict=True)
     assert trained["elbo"] == pytest.approx(np.mean(log_px_z + log_pz - log_q), rel=1e-9)
     clean = vae(num_layers=2, seed=4)
