@@ -38,8 +38,8 @@ class NoRows(FlowVAE):
     argument prevents.
     """
 
-    def log_weight_terms(self, x, seed, sample_shape=(), rows=None):
-        return super().log_weight_terms(x, seed, sample_shape)
+    def log_weight_terms(self, x, seed, sample_shape=(), rows=None, encoded=None):
+        return super().log_weight_terms(x, seed, sample_shape, encoded=encoded)
 
 
 # -- the runs -------------------------------------------------------------------
