@@ -354,7 +354,7 @@ def test_vae_regularisers_reach_the_model_and_optimizer(tmp_path, capsys, mnist_
         "0.99",
         "--save",
         str(saved),
-        epochs="2",
+        epochs="1",
     )
     assert cli.main(argv) == 0
     text = capsys.readouterr().out

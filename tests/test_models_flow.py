@@ -141,9 +141,7 @@ def test_eager_graph_and_several_steps_per_execution_reach_the_same_weights():
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize(
-    "dtype, rtol, unroll", [("float64", 1e-11, 1), ("float64", 1e-11, 3), ("float32", 2e-5, 1)]
-)
+@pytest.mark.parametrize("dtype, rtol, unroll", [("float64", 1e-11, 1), ("float32", 2e-5, 1)])
 def test_closed_form_backward_trains_to_the_weights_of_the_tape(monkeypatch, dtype, rtol, unroll):
     # The planar Stack backpropagates in closed form, recovering each map's input from its
     # output; the tape that re-runs each map (checked against autodiff through a TFP Chain in
