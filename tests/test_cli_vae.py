@@ -207,36 +207,6 @@ def test_vae_keeps_the_weights_of_the_best_validation_elbo(tmp_path, capsys, mni
     assert "validated on 50 images, best kept" in text
 
 
-def test_vae_resumes_from_its_backup_and_refuses_another_runs(tmp_path, capsys, mnist_subset_path):
-    backup = tmp_path / "run"
-    first = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="1")
-    assert cli.main(first) == 0
-    assert "trained 1 epoch in" in capsys.readouterr().out
-    seconds = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
-    longer = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), epochs="2")
-    assert cli.main(longer) == 0
-    text = capsys.readouterr().out
-    # epoch 2 only: epoch 1 came from the backup, and so did its time
-    assert "trained 2 epochs in" in text and "(1 of them before this run resumed)" in text
-    total = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
-    assert seconds < total and f"in {total:.1f} s" in text
-    assert cli.main(longer) == 0  # all epochs done: nothing more to train, evaluated again
-    assert "(2 of them before this run resumed)" in capsys.readouterr().out
-    # the learning curve: one row per epoch, continued across the runs
-    with (backup / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
-    assert all(
-        float(r["val_elbo"]) < 0 and float(r["learning_rate"]) == pytest.approx(5e-4) for r in rows
-    )
-
-    other = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--seed", "1")
-    with pytest.raises(SystemExit) as stop:
-        cli.main(other)
-    assert stop.value.code == 2
-    assert "--seed 0 there, 1 here" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -295,23 +265,6 @@ def test_vae_recipe_defaults_and_the_time_budget(tmp_path, capsys, mnist_subset_
     clock = json.loads((backup / "progress" / "clock.json").read_text())
     assert record["images_per_s"] == pytest.approx(1000 / clock["seconds"])
     assert record["train_seconds"] == round(clock["seconds"], 1) and record["epochs_run"] == 1
-
-
-def test_vae_appends_a_json_record_of_the_printed_numbers(tmp_path, capsys, mnist_subset_path):
-    records = tmp_path / "runs.json"
-    records.write_text('[{"earlier": true}]\n')
-    argv = vae_argv(tmp_path, mnist_subset_path, "--json", str(records), epochs="2")
-    assert cli.main(argv) == 0
-    text = capsys.readouterr().out
-    nll, error = re.search(r"test -ln p\(x\) = ([\d.]+) \+- ([\d.]+) nats", text).groups()
-    best = re.search(r"at epoch (\d)", text).group(1)
-    earlier, record = json.loads(records.read_text())
-    assert earlier == {"earlier": True}
-    assert (record["flow"], record["num_layers"], record["seed"]) == ("planar", 1, 0)
-    assert (record["epochs"], record["epochs_run"], record["best_epoch"]) == (2, 2, int(best))
-    assert f"{record['nll']:.2f}" == nll and f"{record['nll_se']:.2f}" == error
-    assert record["test_images"] == 20 and record["importance_samples"] == 2
-    assert record["train_seconds"] > 0 and record["machine"] and record["date"]
 
 
 def test_vae_divergence_names_the_step_and_keeps_the_best_weights(
@@ -375,13 +328,50 @@ def test_vae_resumed_after_an_epoch_ends_with_the_weights_of_an_uninterrupted_ru
 ):
     # Each epoch's order comes from (seed, epoch), the sampler's seed from the step counter:
     # two epochs in one run and one epoch, then a resumed second, train on the same batches.
+    # The same runs check the JSON record, the clock and the learning curve kept across them.
     straight, resumed = tmp_path / "straight.keras", tmp_path / "resumed.keras"
+    records = tmp_path / "runs.json"
+    records.write_text('[{"earlier": true}]\n')
     argv = vae_argv(tmp_path, mnist_subset_path, "--save", str(straight), epochs="2")
-    assert cli.main([*argv, "--backup", str(tmp_path / "a")]) == 0
-    backup = ["--backup", str(tmp_path / "b"), "--save", str(resumed)]
-    assert cli.main([*vae_argv(tmp_path, mnist_subset_path, *backup, epochs="1")]) == 0
-    assert cli.main([*vae_argv(tmp_path, mnist_subset_path, *backup, epochs="2")]) == 0
-    assert "(1 of them before this run resumed)" in capsys.readouterr().out
+    assert cli.main([*argv, "--backup", str(tmp_path / "a"), "--json", str(records)]) == 0
+    text = capsys.readouterr().out
+    nll, error = re.search(r"test -ln p\(x\) = ([\d.]+) \+- ([\d.]+) nats", text).groups()
+    best = re.search(r"at epoch (\d)", text).group(1)
+    earlier, record = json.loads(records.read_text())
+    assert earlier == {"earlier": True}
+    assert (record["flow"], record["num_layers"], record["seed"]) == ("planar", 1, 0)
+    assert (record["epochs"], record["epochs_run"], record["best_epoch"]) == (2, 2, int(best))
+    assert f"{record['nll']:.2f}" == nll and f"{record['nll_se']:.2f}" == error
+    assert record["test_images"] == 20 and record["importance_samples"] == 2
+    assert record["train_seconds"] > 0 and record["machine"] and record["date"]
+
+    backup = tmp_path / "b"
+    again = ["--backup", str(backup), "--save", str(resumed)]
+    assert cli.main(vae_argv(tmp_path, mnist_subset_path, *again, epochs="1")) == 0
+    assert "trained 1 epoch in" in capsys.readouterr().out
+    seconds = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
+    longer = vae_argv(tmp_path, mnist_subset_path, *again, epochs="2")
+    assert cli.main(longer) == 0
+    text = capsys.readouterr().out
+    # epoch 2 only: epoch 1 came from the backup, and so did its time
+    assert "trained 2 epochs in" in text and "(1 of them before this run resumed)" in text
+    total = json.loads((backup / "progress" / "clock.json").read_text())["seconds"]
+    assert seconds < total and f"in {total:.1f} s" in text
     ours, theirs = keras.models.load_model(resumed), keras.models.load_model(straight)
     for a, b in zip(ours.weights, theirs.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+    assert cli.main(longer) == 0  # all epochs done: nothing more to train, evaluated again
+    assert "(2 of them before this run resumed)" in capsys.readouterr().out
+    # the learning curve: one row per epoch, continued across the runs
+    with (backup / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(
+        float(r["val_elbo"]) < 0 and float(r["learning_rate"]) == pytest.approx(5e-4) for r in rows
+    )
+    other = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--seed", "1")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(other)
+    assert stop.value.code == 2
+    assert "--seed 0 there, 1 here" in capsys.readouterr().err

@@ -20,7 +20,7 @@ MNIST = (
 )
 SMALL = {
     "STEPS": "20",
-    "FLOW_LENGTHS": "(1, 2)",
+    "FLOW_LENGTHS": "(2,)",
     "SEEDS": "2",
     "EPOCHS": "2",
     "WARMUP_EPOCHS": "1",
