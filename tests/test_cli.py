@@ -301,7 +301,8 @@ def test_help_shows_every_default_and_imports_no_tensorflow():
 
 def test_the_command_names_are_the_registries():
     assert names.TARGETS == tuple(targets.names())
-    assert names.FLOWS == tuple(sorted(layers.FLOWS))
+    assert names.FLOWS == tuple(sorted(names.FLOWS))
+    assert sorted(names.FLOWS + names.TARGET_INFORMED_FLOWS) == sorted(layers.FLOWS)
     assert names.AMORTIZED_FLOWS == tuple(sorted(layers.AmortizedFlow.families))
 
 

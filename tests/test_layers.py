@@ -97,7 +97,9 @@ def test_diagonal_normal_base_starts_at_standard_normal():
 
 def test_get_flow_lists_the_flows():
     assert layers.get_flow("radial") is layers.RadialStack
-    with pytest.raises(ValueError, match="known flows: nice, planar, radial, sylvester"):
+    with pytest.raises(
+        ValueError, match="known flows: hamiltonian, nice, planar, radial, sylvester"
+    ):
         layers.get_flow("maf")
     assert isinstance(
         tfnf.NormalizingFlow(event_size=2, num_layers=1, flow="radial").flow_layer,

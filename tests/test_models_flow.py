@@ -405,7 +405,7 @@ def test_terminate_on_nan_stops_quietly_with_the_step_named():
         (
             {"flow": "householder"},
             ValueError,
-            "Unknown flow 'householder'; known flows: nice, planar, radial, sylvester",
+            "Unknown flow 'householder'; known flows: hamiltonian, nice, planar, radial, sylvester",
         ),
         (
             {"target_log_prob": "U7"},

@@ -131,10 +131,23 @@ def test_with_maps_at_the_identity_the_model_equals_the_diagonal_gaussian_dlgm()
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("num_layers", [0, 2])
-def test_importance_sampled_likelihood_matches_quadrature_over_z(num_layers):
+@pytest.mark.parametrize(
+    "num_layers, flow, options",
+    [(0, "planar", None), (2, "planar", None), (3, "hamiltonian", {"step_size": 0.3})],
+    ids=["gaussian", "planar", "hamiltonian"],
+)
+def test_importance_sampled_likelihood_matches_quadrature_over_z(num_layers, flow, options):
+    # For the Hamiltonian flow the weights are those of the extended space (z, rho), whose
+    # target p(x, z) N(rho; 0, M) integrates to the same p(x).
     model = vae(
-        num_layers=num_layers, latent_size=1, data_size=6, hidden_units=4, maxout_pieces=2, seed=6
+        num_layers=num_layers,
+        flow=flow,
+        flow_options=options,
+        latent_size=1,
+        data_size=6,
+        hidden_units=4,
+        maxout_pieces=2,
+        seed=6,
     )
     rng = np.random.default_rng(3)
     for weight in model.decoder.weights:  # a decoder with a say, so the posterior is not the prior
@@ -314,9 +327,14 @@ def test_encoder_noise_perturbs_only_what_the_encoder_sees_in_training():
         (
             {"flow": "nice"},
             ValueError,
-            "unknown flow 'nice'; amortised flows: planar, radial, sylvester",
+            "unknown flow 'nice'; amortised flows: planar, radial, sylvester, and hamiltonian",
         ),
         ({"dtype": "int32"}, TypeError, "dtype must be float32 or float64, got 'int32'"),
+        (
+            {"flow": "hamiltonian", "num_layers": 0},
+            ValueError,
+            "num_layers: the Hamiltonian flow needs at least one leapfrog step, got 0",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, match):

@@ -22,6 +22,7 @@ __all__ = [
     "AmortizedFlow",
     "DiagonalNormal",
     "FullRankNormal",
+    "HamiltonianFlow",
     "NICEStack",
     "PlanarStack",
     "RadialStack",
@@ -250,6 +251,131 @@ class SylvesterStack(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfnf")
+class HamiltonianFlow(keras.layers.Layer):
+    """L tempered leapfrog steps on (z, rho) (`tfnf.bijectors.Hamiltonian`), a target-informed flow.
+
+    The flow lives on the extended space: z comes from the position's distribution
+    (the base, or the base warped by `planar_layers` planar maps, which this layer
+    owns), rho ~ N(0, M / beta_0) is drawn beside it, the dynamics move both, and
+    the objective compares their joint density with p~(z) N(rho; 0, M) (the
+    momentum's reverse density). Weights, all learned:
+
+    - raw step sizes [D], eps = softplus(raw), starting at `step_size`;
+    - log M^-1 [D], starting at 0 (M = I);
+    - raw beta_0 [], beta_0 = sigmoid(raw) in (0, 1), starting at `initial_beta`, and
+      the HVAE's quadratic schedule between beta_0 and 1 (`bijectors.quadratic_tempering`);
+      `tempering=False` fixes beta_0 = 1: no tempering, rho drawn from N(0, M).
+
+    Arguments:
+        num_layers: L, the leapfrog steps.
+        step_size: the initial eps, every coordinate.
+        initial_beta: the initial beta_0, in (0, 1).
+        tempering: learn beta_0 (default) or keep it at 1.
+        planar_layers: K >= 0 planar maps applied to the base before the dynamics.
+
+    References:
+        Caterini, Doucet & Sejdinovic (2018), section 3; Rezende & Mohamed (2015), section 3.2.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 1,
+        step_size: float = 0.1,
+        initial_beta: float = 0.5,
+        tempering: bool = True,
+        planar_layers: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_layers = positive_int(num_layers, "num_layers")
+        if not (isinstance(step_size, (int, float)) and step_size > 0 and math.isfinite(step_size)):
+            raise ValueError(
+                f"HamiltonianFlow: step_size must be a positive number, got {step_size!r}."
+            )
+        if not (isinstance(initial_beta, (int, float)) and 0 < initial_beta < 1):
+            raise ValueError(
+                f"HamiltonianFlow: initial_beta must lie in (0, 1), got {initial_beta!r}."
+            )
+        self.step_size, self.initial_beta = float(step_size), float(initial_beta)
+        self.tempering = bool(tempering)
+        self.planar_layers = positive_int(planar_layers, "planar_layers", minimum=0)
+        self.warp = (
+            PlanarStack(num_layers=self.planar_layers, dtype=self.dtype_policy, name="warp")
+            if self.planar_layers
+            else None
+        )
+
+    def build(self, input_shape):
+        size = int(input_shape[-1])
+        self.size = size
+        start = math.log(math.expm1(self.step_size))  # softplus^-1
+        self.raw_step_size = self.add_weight(
+            shape=(size,), initializer=keras.initializers.Constant(start), name="raw_step_size"
+        )
+        self.log_inverse_mass = self.add_weight(
+            shape=(size,), initializer="zeros", name="log_inverse_mass"
+        )
+        logit = math.log(self.initial_beta / (1.0 - self.initial_beta))
+        self.raw_beta = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(logit),
+            name="raw_beta",
+            trainable=self.tempering,
+        )
+        if self.warp is not None:
+            self.warp.build(input_shape)
+
+    def initial_beta_value(self) -> tf.Tensor:
+        """beta_0, the initial inverse temperature of the momentum (1 without tempering)."""
+        if not self.tempering:
+            return tf.ones([], self.compute_dtype)
+        return tf.sigmoid(tf.convert_to_tensor(self.raw_beta))
+
+    def inverse_mass(self) -> tf.Tensor:
+        return tf.exp(tf.convert_to_tensor(self.log_inverse_mass))
+
+    def momentum_scale(self, at_start: bool) -> tf.Tensor:
+        """The momentum's scale: sqrt(M / beta_0) at the start, sqrt(M) at the end, [D]."""
+        scale = tf.math.rsqrt(self.inverse_mass())
+        return scale * tf.math.rsqrt(self.initial_beta_value()) if at_start else scale
+
+    def momentum_distribution(self, at_start: bool = False) -> tfd.Distribution:
+        """N(0, M / beta_0) (at_start) or the reverse density N(0, M), event [D]."""
+        scale = self.momentum_scale(at_start)
+        return tfd.MultivariateNormalDiag(loc=tf.zeros_like(scale), scale_diag=scale)
+
+    def momentum_log_prob(self, rho: tf.Tensor) -> tf.Tensor:
+        """ln N(rho; 0, M), the momentum's reverse density: rho [..., D] -> [...]."""
+        return self.momentum_distribution().log_prob(rho)
+
+    def tempering_factors(self) -> tf.Tensor:
+        """alpha_1..alpha_L, [L]."""
+        beta = self.initial_beta_value()
+        if not self.tempering:
+            return tf.ones([self.num_layers], beta.dtype)
+        return bijectors.quadratic_tempering(beta, self.num_layers)
+
+    def bijector(self, target_log_prob) -> bijectors.Hamiltonian:
+        """The dynamics on concat(z, rho), [..., 2D], for the target `target_log_prob`."""
+        return bijectors.Hamiltonian(
+            target_log_prob,
+            step_size=tf.math.softplus(tf.convert_to_tensor(self.raw_step_size)),
+            inverse_mass=self.inverse_mass(),
+            tempering=self.tempering_factors(),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_layers": self.num_layers,
+            "step_size": self.step_size,
+            "initial_beta": self.initial_beta,
+            "tempering": self.tempering,
+            "planar_layers": self.planar_layers,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfnf")
 class NICEStack(keras.layers.Layer):
     """K additive couplings (NICE, Dinh et al. 2014) from TFP, the paper's Figure 3(d) baseline.
 
@@ -419,6 +545,7 @@ FLOWS = {
     "radial": RadialStack,
     "sylvester": SylvesterStack,
     "nice": NICEStack,
+    "hamiltonian": HamiltonianFlow,
 }
 
 # The names before 0.2, kept for one release; .keras files saved with them load as the new classes.

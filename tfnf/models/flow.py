@@ -34,7 +34,11 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         event_size: D, the dimension of z.
         num_layers: K >= 0, the number of maps; they live in one layer, `flow_layer`
             (None for K = 0, where q is the base: the mean-field or full-rank Gaussian).
-        flow: "planar", "radial" or "nice" (see `tfnf.layers.FLOWS`).
+        flow: "planar", "radial", "sylvester", "nice" or "hamiltonian" (see
+            `tfnf.layers.FLOWS`). "hamiltonian" is target-informed: L = num_layers tempered
+            leapfrog steps along the target's gradient on the extended space (z, rho)
+            (`tfnf.layers.HamiltonianFlow`; `flow_options={"planar_layers": K}` warps the
+            base by K planar maps first); it trains on the ELBO of the extended space.
         target_log_prob: a name from `tfnf.targets.names()`, a callable z [..., D] -> [...],
             or a `tfd.Distribution`. Only registry names survive `save`; after
             `load_model` assign `model.target_log_prob` to train a model whose
@@ -88,6 +92,10 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         self.base = layers.BASES[base](trainable=self.trainable_base, dtype=dtype, name="base")
         self.base.build((event_size,))
         self.flow_layer = None
+        if flow == "hamiltonian" and not num_layers:
+            raise ValueError(
+                "num_layers: the Hamiltonian flow needs at least one leapfrog step, got 0."
+            )
         if num_layers:
             self.flow_layer = flow_class(
                 num_layers=num_layers, dtype=dtype, name=flow, **self.flow_options
@@ -109,6 +117,11 @@ class NormalizingFlow(GuardedTraining, keras.Model):
     # -- the distribution -------------------------------------------------
 
     @property
+    def extended(self) -> bool:
+        """True for a flow on the extended space (z, rho), the Hamiltonian flow."""
+        return isinstance(self.flow_layer, layers.HamiltonianFlow)
+
+    @property
     def bijector(self) -> tfb.Bijector:
         """f_K o ... o f_1 built from the current weights.
 
@@ -116,12 +129,52 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         `tfb.Chain([f_K, ..., f_1])`, traced as one loop so tracing and
         compiling do not grow with K.
         """
+        if self.extended:
+            return self.flow_layer.bijector(self._dynamics_target())
         return self.flow_layer.bijector() if self.flow_layer is not None else tfb.Identity()
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
-        """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13)."""
+        """q_K, a `tfd.TransformedDistribution` of the base under the flow (eq. 13).
+
+        For the Hamiltonian flow, the joint q(z, rho) over the extended space, event
+        [2D] = concat(z, rho), with its exact density: the position's distribution and
+        rho ~ N(0, M / beta_0) side by side (`tfd.Blockwise`), under the dynamics. Its
+        marginal q(z) has no closed form; `extended_target_log_prob` is the matching
+        target, so `tfnf.diagnostics.bound(model.distribution, model.extended_target_log_prob)`
+        is the bound the flow is trained on.
+        """
+        if self.extended:
+            joint = tfd.Blockwise(
+                [self._position_distribution(), self.flow_layer.momentum_distribution(True)]
+            )
+            return tfd.TransformedDistribution(joint, self.bijector)
         return sampling.FlowDistribution(self.base.distribution(), self.bijector)
+
+    def _position_distribution(self) -> tfd.Distribution:
+        """The Hamiltonian flow's q0(z): the base, warped by its planar maps if it has any."""
+        warp = self.flow_layer.warp
+        base = self.base.distribution()
+        return base if warp is None else sampling.FlowDistribution(base, warp.bijector())
+
+    def _dynamics_target(self) -> Callable:
+        if self._fitted_log_prob is None:
+            raise ValueError(
+                "target_log_prob: the Hamiltonian flow moves along the target's gradient and "
+                "needs a target before it can sample or evaluate a density."
+            )
+        return self._fitted_log_prob
+
+    def extended_target_log_prob(self, x: tf.Tensor) -> tf.Tensor:
+        """ln p~(z) + ln N(rho; 0, M), the Hamiltonian flow's target on x = concat(z, rho).
+
+        Its normaliser is the target's: E_q[extended - ln q(z, rho)] <= ln Z.
+        """
+        z, rho = self._split(x)
+        return self._dynamics_target()(z) + self.flow_layer.momentum_log_prob(rho)
+
+    def _split(self, x: tf.Tensor) -> tuple:
+        return x[..., : self.event_size], x[..., self.event_size :]
 
     def surrogate_posterior(self, bijector: tfb.Bijector | None = None) -> tf.Module:
         """q_K for `tfp.vi`: rebuilt from this model's weights at each use, holding them.
@@ -160,13 +213,27 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             rows: None, or a `sampling.ReplicaRows`: the n draws are that slice of the
                 global batch's draw (one replica's share under a strategy).
         Returns:
-            (z [n, D], ln q_K(z) [n]).
+            (z [n, D], ln q_K(z) [n]); for the Hamiltonian flow (x [n, 2D], ln q(x) [n]),
+            x = concat(z, rho) on the extended space.
         """
-        return sampling.push_forward(self.bijector, *self.base.sample_and_log_prob(n, seed, rows))
+        if not self.extended:
+            return sampling.push_forward(
+                self.bijector, *self.base.sample_and_log_prob(n, seed, rows)
+            )
+        z, log_q = self.base.sample_and_log_prob(n, seed, rows)
+        if self.flow_layer.warp is not None:
+            z, log_q = sampling.push_forward(self.flow_layer.warp.bijector(), z, log_q)
+        scale = self.flow_layer.momentum_scale(at_start=True)
+        momentum_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        rho, log_r = sampling.diagonal_normal_draw(
+            tf.zeros_like(scale), scale, [n], momentum_seed, rows
+        )
+        return sampling.push_forward(self.bijector, tf.concat([z, rho], -1), log_q + log_r)
 
     def call(self, n):
-        """Draw n samples of q_K: [n, D]."""
-        return self.distribution.sample(n)
+        """Draw n samples of q_K: [n, D] (for the Hamiltonian flow, the positions z_L)."""
+        sample = self.distribution.sample(n)
+        return self._split(sample)[0] if self.extended else sample
 
     # -- the target -------------------------------------------------------
 
@@ -231,8 +298,14 @@ class NormalizingFlow(GuardedTraining, keras.Model):
         reference = ANNEALING_REFERENCES[self.anneal_from]
 
         def draw():
-            z, log_q = self.sample_and_log_prob(n, seed=self._step_seed(), rows=rows)
-            return log_q, self._fitted_log_prob(z), None if reference is None else reference(z)
+            x, log_q = self.sample_and_log_prob(n, seed=self._step_seed(), rows=rows)
+            if not self.extended:
+                return log_q, self._fitted_log_prob(x), None if reference is None else reference(x)
+            # On (z, rho): the target and the reference each times the momentum's N(0, M).
+            z, rho = self._split(x)
+            log_r = self.flow_layer.momentum_log_prob(rho)
+            log_ref = None if reference is None else reference(z) + log_r
+            return log_q, self._fitted_log_prob(z) + log_r, log_ref
 
         update, *_ = self._guarded_update(draw, rows)
         self.beta_tracker.update_state(update.beta)

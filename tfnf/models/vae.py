@@ -15,10 +15,10 @@ import tensorflow_probability as tfp
 
 from tfnf import _checks
 from tfnf._checks import positive_int
-from tfnf.layers import AmortizedFlow
+from tfnf.layers import AmortizedFlow, HamiltonianFlow
 from tfnf.models.objectives import annealed_free_energy, paper_annealing
 from tfnf.models.training import GuardedTraining
-from tfnf.sampling import diagonal_normal_draw, replica_rows
+from tfnf.sampling import diagonal_normal_draw, push_forward, replica_rows
 
 __all__ = [
     "FlowVAE",
@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 tfd = tfp.distributions
+
+# flow_options of the Hamiltonian flow's dynamics (`layers.HamiltonianFlow`); "planar_layers"
+# warps the amortised base instead. Its first step size is smaller than the 2-D default: the
+# decoder's log-likelihood of 784 pixels curves far more sharply than a 2-D energy.
+HAMILTONIAN_OPTIONS = ("step_size", "initial_beta", "tempering")
+HAMILTONIAN_STEP_SIZE = 0.01
 
 
 def bernoulli_log_prob(x: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -124,7 +130,12 @@ class FlowVAE(GuardedTraining, keras.Model):
         latent_size: D, the number of latent variables (40 in the paper).
         hidden_units: units of each maxout layer (400).
         num_layers: K >= 0 flow maps; 0 is the diagonal-Gaussian DLGM.
-        flow: "planar", "radial" or "sylvester".
+        flow: "planar", "radial", "sylvester" or "hamiltonian": num_layers = L tempered
+            leapfrog steps on ln p(x, z) of each image (`layers.HamiltonianFlow`, the HVAE of
+            Caterini et al. 2018) after a diagonal Gaussian, or after `planar_layers`
+            amortised planar maps (flow_options); its step sizes, mass and tempering are
+            learned and shared by all images, and ln q is that of (z, rho) less
+            ln N(rho; 0, M), so the ELBO is the extended space's (see `_move`).
         data_size: pixels per image, P (784).
         hidden_layers: maxout layers in the encoder and in the decoder.
         maxout_pieces: window of each maxout unit (4).
@@ -136,7 +147,8 @@ class FlowVAE(GuardedTraining, keras.Model):
             et al. 2016) with S samples of q per image: loss = -mean(logsumexp_s w_s - ln S),
             and `elbo`, `reconstruction`, `kl` average over the S samples.
         flow_options: options of `layers.AmortizedFlow` for the flow, e.g. {"rank": 8,
-            "variant": "householder"} for "sylvester".
+            "variant": "householder"} for "sylvester"; for "hamiltonian", `planar_layers`,
+            `step_size` (0.01), `initial_beta` and `tempering`.
         encoder_noise: sigma >= 0; in training, the encoder sees x + sigma * N(0, I) while the
             decoder reconstructs x (the denoising VAE of Im et al. 2017, a regulariser of the
             amortised posterior, Shu et al. 2018); evaluation and -ln p(x) encode x itself.
@@ -197,14 +209,33 @@ class FlowVAE(GuardedTraining, keras.Model):
 
         self.encoder = keras.Sequential(maxouts("encoder_maxout"), name="encoder")
         self.flow_options = dict(flow_options or {})
+        if flow != "hamiltonian" and flow not in AmortizedFlow.families:
+            raise ValueError(
+                f"FlowVAE: unknown flow {flow!r}; amortised flows: "
+                f"{', '.join(AmortizedFlow.families)}, and hamiltonian."
+            )
+        options, self.dynamics = dict(self.flow_options), None
+        amortized_flow, amortized_layers = flow, num_layers
+        if flow == "hamiltonian":
+            if not num_layers:
+                raise ValueError(
+                    "num_layers: the Hamiltonian flow needs at least one leapfrog step, got 0."
+                )
+            dynamics = {k: options.pop(k) for k in HAMILTONIAN_OPTIONS if k in options}
+            dynamics.setdefault("step_size", HAMILTONIAN_STEP_SIZE)
+            # The amortised part is the base, warped by planar_layers planar maps of x; the
+            # dynamics' step sizes, mass and tempering are shared by every image.
+            amortized_flow, amortized_layers = "planar", options.pop("planar_layers", 0)
+            self.dynamics = HamiltonianFlow(num_layers, dtype=dtype, name="dynamics", **dynamics)
+            self.dynamics.build((latent_size,))
         self.posterior_layer = AmortizedFlow(
             latent_size,
-            num_layers,
-            flow=flow,
+            amortized_layers,
+            flow=amortized_flow,
             scale=scale,
             dtype=dtype,
             name="posterior",
-            **self.flow_options,
+            **options,
         )
         logits = keras.layers.Dense(data_size, dtype=dtype, name="logits")
         self.decoder = keras.Sequential([*maxouts("decoder_maxout"), logits], name="decoder")
@@ -233,8 +264,27 @@ class FlowVAE(GuardedTraining, keras.Model):
         return self.posterior_layer(self.encoder(tf.cast(x, self.compute_dtype)))
 
     def posterior(self, x) -> tfd.TransformedDistribution:
-        """q_K(z | x) for images x: [B, P]; batch shape [B], event shape [D]."""
-        return self.posterior_layer.distribution_from(self.posterior_parameters(x))
+        """q_K(z | x) for images x: [B, P]; batch shape [B], event shape [D].
+
+        For the Hamiltonian flow, the joint q(z, rho | x), event [2D] = concat(z, rho),
+        with its exact density: the amortised base and rho ~ N(0, M / beta_0), moved by the
+        dynamics on ln p(x, z) of each image. Its marginal q(z | x) has no closed form.
+        """
+        base = self.posterior_layer.distribution_from(self.posterior_parameters(x))
+        if self.dynamics is None:
+            return base
+        scale = self.dynamics.momentum_scale(at_start=True)
+        momentum = tfd.MultivariateNormalDiag(
+            scale_diag=tf.broadcast_to(scale, [tf.shape(x)[0], self.latent_size])
+        )
+        return tfd.TransformedDistribution(
+            tfd.Blockwise([base, momentum]), self.dynamics.bijector(self._joint_log_prob(x))
+        )
+
+    def _joint_log_prob(self, x):
+        """z [..., B, D] -> ln p(x, z) [..., B] for the images x [B, P]: the dynamics' target."""
+        x = tf.cast(x, self.compute_dtype)
+        return lambda z: bernoulli_log_prob(x, self.decode(z)) + self.prior.log_prob(z)
 
     def decode(self, z) -> tf.Tensor:
         """Bernoulli logits of the pixels: z [..., D] -> [..., P]."""
@@ -246,7 +296,8 @@ class FlowVAE(GuardedTraining, keras.Model):
 
     def call(self, x):
         """The mean image E[x | z] at one sample z ~ q(z | x): [B, P] -> [B, P]."""
-        return tf.sigmoid(self.decode(self.posterior(x).sample()))
+        z = self.posterior(x).sample()
+        return tf.sigmoid(self.decode(z if self.dynamics is None else z[..., : self.latent_size]))
 
     def log_weight_terms(self, x, seed, sample_shape=(), rows=None, encoded=None) -> tuple:
         """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
@@ -266,7 +317,29 @@ class FlowVAE(GuardedTraining, keras.Model):
         z, log_q = self.posterior_layer.sample_and_log_prob(
             self.posterior_parameters(encoded), seed, tuple(sample_shape), rows
         )
+        if self.dynamics is not None:
+            z, log_q = self._move(x, z, log_q, seed, rows)
         return bernoulli_log_prob(x, self.decode(z)), self.prior.log_prob(z), log_q
+
+    def _move(self, x, z, log_q, seed, rows):
+        """The Hamiltonian flow: z_L and ln q(z_L, rho_L | x) - ln N(rho_L; 0, M).
+
+        With the momentum's reverse density folded into ln q, every bound and estimate
+        built from (ln p(x | z), ln p(z), ln q) is that of the extended space, whose
+        target p(x, z) N(rho; 0, M) integrates to p(x): the ELBO, the IWAE bound and the
+        importance-sampled -ln p(x) keep their meaning.
+        """
+        scale = tf.broadcast_to(self.dynamics.momentum_scale(at_start=True), tf.shape(z))
+        rho, log_r = diagonal_normal_draw(
+            tf.zeros_like(z), scale, (), tf.random.experimental.stateless_fold_in(seed, 2), rows
+        )
+        moved, log_q = push_forward(
+            self.dynamics.bijector(self._joint_log_prob(x)),
+            tf.concat([z, rho], axis=-1),
+            log_q + log_r,
+        )
+        z, rho = moved[..., : self.latent_size], moved[..., self.latent_size :]
+        return z, log_q - self.dynamics.momentum_log_prob(rho)
 
     # -- training ---------------------------------------------------------
 
