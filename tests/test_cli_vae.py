@@ -375,3 +375,28 @@ def test_vae_resumed_after_an_epoch_ends_with_the_weights_of_an_uninterrupted_ru
         cli.main(other)
     assert stop.value.code == 2
     assert "--seed 0 there, 1 here" in capsys.readouterr().err
+
+
+def test_vae_trains_the_hamiltonian_flow_after_planar_maps(tmp_path, capsys, mnist_subset_path):
+    argv = vae_argv(tmp_path, mnist_subset_path, "--flow", "hamiltonian", epochs="1")
+    argv[argv.index("--layers") + 1] = "2"
+    assert cli.main([*argv, "--planar-layers", "1", "--step-size", "0.02"]) == 0
+    text = capsys.readouterr().out
+    assert "DLGM + planar K=1 + Hamiltonian flow (HVAE), L=2" in text
+    elbo = float(re.search(r"test ELBO = (-?[\d.]+)", text).group(1))
+    nll = float(re.search(r"test -ln p\(x\) = ([\d.]+)", text).group(1))
+    assert nll < -elbo + 1.0  # importance sampling on (z, rho) tightens the ELBO, up to MC error
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--planar-layers", "2"], "--planar-layers: an option of --flow hamiltonian, not planar"),
+        (["--flow", "hamiltonian", "--layers", "0"], "--layers: the Hamiltonian flow needs"),
+    ],
+)
+def test_vae_hamiltonian_options_are_checked(tmp_path, capsys, mnist_subset_path, extra, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*vae_argv(tmp_path, mnist_subset_path), *extra])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

@@ -294,7 +294,10 @@ def _kept_after_divergence(args: argparse.Namespace, model, best_kept) -> str:
     return kept
 
 
-def _vae_model_name(flow: str, num_layers: int) -> str:
+def _vae_model_name(flow: str, num_layers: int, planar_layers: int = 0) -> str:
+    if flow == "hamiltonian":
+        warp = f"planar K={planar_layers} + " if planar_layers else ""
+        return f"DLGM + {warp}Hamiltonian flow (HVAE), L={num_layers}"
     return "DLGM diagonal" if num_layers == 0 else f"DLGM + {flow} NF"
 
 
@@ -340,11 +343,17 @@ def _vae(args: argparse.Namespace) -> int:
         if args.validation_images < len(valid):
             valid = valid[np.arange(args.validation_images) * len(valid) // args.validation_images]
         validation = valid
+    flow_options = None
+    if args.flow == "hamiltonian":
+        flow_options = {"planar_layers": args.planar_layers}
+        if args.step_size is not None:
+            flow_options["step_size"] = args.step_size
     model = models.FlowVAE(
         latent_size=args.latent,
         hidden_units=args.hidden,
         num_layers=args.layers,
         flow=args.flow,
+        flow_options=flow_options,
         anneal=args.anneal,
         kl_warmup=args.warmup_epochs * math.ceil(num_train / args.batch_size),
         encoder_noise=args.encoder_noise,
@@ -365,7 +374,7 @@ def _vae(args: argparse.Namespace) -> int:
     # Several steps per call of the compiled function: the same updates, less of Keras' per-step
     # Python (about 15% more images/s at K = 40 here; benchmarks/RESULTS.md).
     model.compile(optimizer=optimizer, steps_per_execution=args.steps_per_execution)
-    name = _vae_model_name(args.flow, args.layers)
+    name = _vae_model_name(args.flow, args.layers, args.planar_layers)
     settings = [
         f"{args.epochs} epoch{'s' * (args.epochs != 1)} of {num_train} images",
         f"batch {args.batch_size}",
@@ -736,14 +745,29 @@ def _parser() -> argparse.ArgumentParser:
         help="train the paper's DLGM with a flow posterior on binarised MNIST, estimate -ln p(x)",
     )
     flow_vae.add_argument(
-        "--flow", choices=names.AMORTIZED_FLOWS, default="planar", help="flow family"
+        "--flow",
+        choices=names.AMORTIZED_FLOWS + names.TARGET_INFORMED_FLOWS,
+        default="planar",
+        help="flow family (hamiltonian: --layers leapfrog steps on ln p(x, z), the HVAE)",
     )
     flow_vae.add_argument(
         "--layers",
         type=_integer(0),
         required=True,
         default=argparse.SUPPRESS,  # required: no default to show
-        help="flow length K (0: the diagonal Gaussian)",
+        help="flow length K (0: the diagonal Gaussian); leapfrog steps L for hamiltonian",
+    )
+    flow_vae.add_argument(
+        "--planar-layers",
+        type=_integer(0),
+        default=0,
+        help="hamiltonian only: amortised planar maps before the dynamics",
+    )
+    flow_vae.add_argument(
+        "--step-size",
+        type=_rate,
+        default=None,
+        help="hamiltonian only: the leapfrog step sizes' starting value (default 0.01)",
     )
     flow_vae.add_argument(
         "--epochs",
@@ -928,6 +952,23 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             )
         if args.warmup_epochs is None:
             args.warmup_epochs = 0 if args.anneal else 50
+        if args.flow != "hamiltonian":
+            for option, value in (
+                ("planar-layers", args.planar_layers),
+                ("step-size", args.step_size),
+            ):
+                if value not in (0, None):
+                    parser.exit(
+                        2,
+                        f"tfnf vae: error: argument --{option}: an option of --flow hamiltonian, "
+                        f"not {args.flow}\n",
+                    )
+        elif args.layers == 0:
+            parser.exit(
+                2,
+                "tfnf vae: error: argument --layers: the Hamiltonian flow needs at least one "
+                "leapfrog step\n",
+            )
         if args.backup is not None:
             mismatch = _backup_mismatch(args)
             if mismatch:
@@ -959,8 +1000,13 @@ RUN_ARGUMENTS = (
 )
 
 
+# ... and the Hamiltonian flow's own (kept out of other runs' records, which predate them).
+HAMILTONIAN_RUN_ARGUMENTS = ("planar_layers", "step_size")
+
+
 def _run_arguments(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in RUN_ARGUMENTS}
+    names_ = RUN_ARGUMENTS + (HAMILTONIAN_RUN_ARGUMENTS if args.flow == "hamiltonian" else ())
+    return {name: getattr(args, name) for name in names_}
 
 
 def _backup_mismatch(args: argparse.Namespace) -> str | None:

@@ -155,7 +155,7 @@ def samples_and_reconstructions(model, images: np.ndarray, seed: int = 0) -> plt
     z = model.prior.sample(64, seed=(seed, 1))
     samples = tf.sigmoid(model.decode(z)).numpy()
     x = images[:32].astype(model.compute_dtype)
-    z_x = model.posterior(x).sample(seed=(seed, 2))
+    z_x = model.sample_posterior(x, seed=(seed, 2))
     recon = tf.sigmoid(model.decode(z_x)).numpy()
     pairs = np.stack([x, recon], axis=1).reshape(
         -1, x.shape[1]

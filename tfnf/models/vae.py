@@ -294,10 +294,14 @@ class FlowVAE(GuardedTraining, keras.Model):
         )  # a Sequential takes [N, D] only
         return tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [self.data_size]], 0))
 
+    def sample_posterior(self, x, seed=None) -> tf.Tensor:
+        """One z ~ q_K(z | x) per image: [B, P] -> [B, D] (for the Hamiltonian flow, z_L)."""
+        z = self.posterior(x).sample(seed=seed)
+        return z if self.dynamics is None else z[..., : self.latent_size]
+
     def call(self, x):
         """The mean image E[x | z] at one sample z ~ q(z | x): [B, P] -> [B, P]."""
-        z = self.posterior(x).sample()
-        return tf.sigmoid(self.decode(z if self.dynamics is None else z[..., : self.latent_size]))
+        return tf.sigmoid(self.decode(self.sample_posterior(x)))
 
     def log_weight_terms(self, x, seed, sample_shape=(), rows=None, encoded=None) -> tuple:
         """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
