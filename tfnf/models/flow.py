@@ -547,6 +547,7 @@ def fit_flow(
     dtype: str = "float32",
     steps_per_execution: int = 10,
     base: str = "diagonal",
+    flow_options: dict | None = None,
     **fit_kwargs,
 ) -> NormalizingFlow:
     """Build, compile and fit a NormalizingFlow on a target: the default recipe, which the
@@ -568,7 +569,8 @@ def fit_flow(
 
     benchmarks/RESULTS.md measures what each ingredient buys. `steps` is rounded up
     to a multiple of `steps_per_execution`. `num_layers` may be 0 (q is the base);
-    `base` is "diagonal" or "full_rank" (see `NormalizingFlow`).
+    `base` is "diagonal" or "full_rank" and `flow_options` the flow layer's options
+    (see `NormalizingFlow`).
     """
     seed = _checks.seed(seed)
     steps = positive_int(steps, "steps")
@@ -591,6 +593,7 @@ def fit_flow(
         seed=seed,
         dtype=dtype,
         base=base,
+        flow_options=flow_options,
     )
     rate = (
         keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total, alpha=0.1)
