@@ -393,10 +393,27 @@ def test_vae_trains_the_hamiltonian_flow_after_planar_maps(tmp_path, capsys, mni
     [
         (["--planar-layers", "2"], "--planar-layers: an option of --flow hamiltonian, not planar"),
         (["--flow", "hamiltonian", "--layers", "0"], "--layers: the Hamiltonian flow needs"),
+        (["--rank", "2"], "--rank: an option of --flow sylvester, not planar"),
+        (["--flow", "sylvester", "--rank", "3"], "--rank: at most --latent (2), got 3"),
     ],
 )
-def test_vae_hamiltonian_options_are_checked(tmp_path, capsys, mnist_subset_path, extra, message):
+def test_vae_flow_options_are_checked(tmp_path, capsys, mnist_subset_path, extra, message):
     with pytest.raises(SystemExit) as stop:
         cli.main([*vae_argv(tmp_path, mnist_subset_path), *extra])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_vae_trains_sylvester_maps_of_the_rank_and_variant_asked(
+    tmp_path, capsys, mnist_subset_path
+):
+    saved = tmp_path / "vae.keras"
+    argv = vae_argv(tmp_path, mnist_subset_path, "--flow", "sylvester", "--save", str(saved))
+    argv[argv.index("--epochs") + 1] = "1"
+    argv[argv.index("--latent") + 1] = "3"
+    assert cli.main([*argv, "--rank", "2", "--variant", "householder"]) == 0
+    model = keras.models.load_model(saved)
+    assert model.flow_options == {"rank": 2, "variant": "householder"}
+    heads = model.posterior_layer.head_shapes
+    assert heads["r"] == (2, 2) and heads["q_raw"] == (2, 3)  # 2 reflections of 3-vectors
+    assert "DLGM + sylvester NF" in capsys.readouterr().out

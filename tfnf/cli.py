@@ -348,6 +348,8 @@ def _vae(args: argparse.Namespace) -> int:
         flow_options = {"planar_layers": args.planar_layers}
         if args.step_size is not None:
             flow_options["step_size"] = args.step_size
+    elif args.flow == "sylvester":
+        flow_options = {"rank": args.rank, "variant": args.variant or "orthogonal"}
     model = models.FlowVAE(
         latent_size=args.latent,
         hidden_units=args.hidden,
@@ -758,6 +760,18 @@ def _parser() -> argparse.ArgumentParser:
         help="flow length K (0: the diagonal Gaussian); leapfrog steps L for hamiltonian",
     )
     flow_vae.add_argument(
+        "--rank",
+        type=_integer(1),
+        default=None,
+        help="sylvester only: the rank M of each map (default: --latent)",
+    )
+    flow_vae.add_argument(
+        "--variant",
+        choices=("orthogonal", "householder", "triangular"),
+        default=None,
+        help="sylvester only: how Q is made (default orthogonal)",
+    )
+    flow_vae.add_argument(
         "--planar-layers",
         type=_integer(0),
         default=0,
@@ -952,18 +966,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             )
         if args.warmup_epochs is None:
             args.warmup_epochs = 0 if args.anneal else 50
-        if args.flow != "hamiltonian":
-            for option, value in (
-                ("planar-layers", args.planar_layers),
-                ("step-size", args.step_size),
-            ):
-                if value not in (0, None):
+        for flow, options in FLOW_RUN_ARGUMENTS.items():
+            for option in options if args.flow != flow else ():
+                if getattr(args, option) not in (0, None):
                     parser.exit(
                         2,
-                        f"tfnf vae: error: argument --{option}: an option of --flow hamiltonian, "
-                        f"not {args.flow}\n",
+                        f"tfnf vae: error: argument --{option.replace('_', '-')}: an option of "
+                        f"--flow {flow}, not {args.flow}\n",
                     )
-        elif args.layers == 0:
+        if args.rank is not None and args.rank > args.latent:
+            parser.exit(
+                2,
+                f"tfnf vae: error: argument --rank: at most --latent ({args.latent}), "
+                f"got {args.rank}\n",
+            )
+        if args.flow == "hamiltonian" and args.layers == 0:
             parser.exit(
                 2,
                 "tfnf vae: error: argument --layers: the Hamiltonian flow needs at least one "
@@ -1000,12 +1017,15 @@ RUN_ARGUMENTS = (
 )
 
 
-# ... and the Hamiltonian flow's own (kept out of other runs' records, which predate them).
-HAMILTONIAN_RUN_ARGUMENTS = ("planar_layers", "step_size")
+# ... and each flow's own options (kept out of other runs' records, which predate them).
+FLOW_RUN_ARGUMENTS = {
+    "hamiltonian": ("planar_layers", "step_size"),
+    "sylvester": ("rank", "variant"),
+}
 
 
 def _run_arguments(args: argparse.Namespace) -> dict:
-    names_ = RUN_ARGUMENTS + (HAMILTONIAN_RUN_ARGUMENTS if args.flow == "hamiltonian" else ())
+    names_ = RUN_ARGUMENTS + FLOW_RUN_ARGUMENTS.get(args.flow, ())
     return {name: getattr(args, name) for name in names_}
 
 
