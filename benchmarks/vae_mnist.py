@@ -2,6 +2,7 @@
 
     python benchmarks/vae_mnist.py                 # the whole table, one hour per model
     python benchmarks/vae_mnist.py --models 10:0   # one model (K:seed); rerun to resume it
+    python benchmarks/vae_mnist.py --models hamiltonian:4:0 sylvester:8:0:rank=2,variant=householder
     python benchmarks/vae_mnist.py --table         # the table and figure from the records so far
     python benchmarks/vae_mnist.py --quick         # tiny models on the test subset, prints only
 
@@ -39,6 +40,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -68,8 +70,40 @@ TARGET = {0: 91.0, 10: 89.0, 40: 88.0, 80: 87.5}  # the Table 2 issue's targets 
 TABLE = ["0:0", "0:1", "10:0", "10:1", "20:0", "40:0", "80:0"]
 
 
-def model_argv(num_layers: int, seed: int, args, backup: pathlib.Path, out: pathlib.Path) -> list:
-    argv = ["vae", "--flow", "planar", "--layers", str(num_layers), "--seed", str(seed)]
+class Model(NamedTuple):
+    """One model of the run: `K:seed` (planar), or `flow:K:seed[:option=value,...]`, e.g.
+    `hamiltonian:4:0`, `hamiltonian:4:0:planar-layers=10`,
+    `sylvester:8:0:rank=2,variant=householder` (`tfnf vae`'s options without their dashes)."""
+
+    flow: str
+    num_layers: int
+    seed: int
+    options: tuple = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "Model":
+        parts = spec.split(":")
+        if len(parts) == 2:
+            parts = ["planar", *parts]
+        if len(parts) not in (3, 4):
+            raise SystemExit(f"--models: {spec!r} is not K:seed or flow:K:seed[:options]")
+        options = tuple(o.split("=", 1) for o in parts[3].split(",")) if len(parts) == 4 else ()
+        return cls(parts[0], int(parts[1]), int(parts[2]), tuple(map(tuple, options)))
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f"_{k.replace('-', '')}{v}" for k, v in self.options)
+        return f"{self.flow}_k{self.num_layers}_seed{self.seed}{extra}"
+
+    def argv(self) -> list:
+        argv = ["--flow", self.flow, "--layers", str(self.num_layers), "--seed", str(self.seed)]
+        for key, value in self.options:
+            argv += [f"--{key}", value]
+        return argv
+
+
+def model_argv(model: Model, args, backup: pathlib.Path, out: pathlib.Path) -> list:
+    argv = ["vae", *model.argv()]
     argv += ["--epochs", str(args.epochs), "--budget-minutes", f"{args.budget_minutes:g}"]
     argv += ["--patience", str(args.patience), "--backup", str(backup), "--out", str(out)]
     argv += ["--data", str(args.data)] if args.data else []
@@ -91,12 +125,12 @@ def finished(argv: list) -> dict | None:
     return matches[-1] if matches else None
 
 
-def train(num_layers: int, seed: int, args) -> dict:
+def train(model: Model, args) -> dict:
     """Train (or resume) one model; its record, appended to results/ unless --quick."""
-    name = f"planar_k{num_layers}_seed{seed}"
+    name = model.name
     backup = args.runs / name
     out = args.runs / f"{name}.png"
-    argv = model_argv(num_layers, seed, args, backup, out)
+    argv = model_argv(model, args, backup, out)
     if not args.quick and (done := finished(argv)) is not None:
         print(f"{name}: recorded on {done['date']}, not trained again", flush=True)
         return done
@@ -105,6 +139,7 @@ def train(num_layers: int, seed: int, args) -> dict:
         assert cli.main([*argv, "--json", str(json_path)]) == 0
         (result,) = json.loads(json_path.read_text())
     result["budget_minutes"] = args.budget_minutes
+    result["model"] = name
     if args.quick:
         return result
     CURVES.mkdir(parents=True, exist_ok=True)
@@ -125,7 +160,7 @@ def row(r: dict, heading: bool = False) -> str:
     if not heading:
         return line
     return (
-        f"\n## vae_mnist.py, {r['date']}, {r['machine']}: planar K = {r['num_layers']}, "
+        f"\n## vae_mnist.py, {r['date']}, {r['machine']}: {r.get('model', r['flow'])}, "
         f"seed {r['seed']}\n\nThe recipe (module docstring), budget {r['budget_minutes']:g} min; "
         f"-ln p(x) by IS with {r['importance_samples']} samples on {r['test_images']:,} test "
         "images.\n\n| K | seed | epochs run | best epoch | minutes | test -ELBO | -ln p(x) | "
@@ -233,7 +268,8 @@ def main():
         "--models",
         nargs="+",
         default=TABLE,
-        help="K:seed pairs, trained in this order (default: the table)",
+        help="K:seed pairs (planar), or flow:K:seed[:option=value,...], trained in this order "
+        "(default: the table)",
     )
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--epochs", type=int, default=1000, help="at most this many epochs")
@@ -258,9 +294,8 @@ def main():
             args.runs = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory()))
         args.runs.mkdir(parents=True, exist_ok=True)
         if not args.table:
-            for pair in args.models:
-                k, seed = (int(v) for v in pair.split(":"))
-                result = train(k, seed, args)
+            for model in [Model.parse(spec) for spec in args.models]:
+                result = train(model, args)
                 print(row(result))
     if args.quick:
         return

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -58,3 +60,24 @@ def test_vae_mnist_summary_averages_the_seeds_and_gains_on_k0():
     assert k0[3].strip() == "90.50 +- 0.25" and k0[4].strip() == "90.00 - 91.00"
     assert k0[6].strip() == "96.50" and k0[9].strip() == "<= 91.0"
     assert k10[3].strip() == "88.00 +- 0.30" and k10[5].strip() == "2.50"
+
+
+def test_vae_mnist_models_name_their_flow_and_options_and_pass_them_to_the_command():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import vae_mnist
+
+    from tfnf import cli
+
+    planar = vae_mnist.Model.parse("10:1")
+    assert planar.name == "planar_k10_seed1"  # the table's backups keep their names
+    hvae = vae_mnist.Model.parse("hamiltonian:4:0:planar-layers=10,step-size=0.02")
+    assert hvae.name == "hamiltonian_k4_seed0_planarlayers10_stepsize0.02"
+    args = cli._parse(["vae", *hvae.argv(), "--epochs", "1"])
+    assert (args.flow, args.layers, args.planar_layers, args.step_size) == (
+        "hamiltonian",
+        4,
+        10,
+        0.02,
+    )
+    with pytest.raises(SystemExit, match="is not K:seed"):
+        vae_mnist.Model.parse("10")
