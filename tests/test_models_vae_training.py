@@ -21,6 +21,9 @@ import tensorflow as tf
 from tfnf import datasets
 from tfnf.models import FlowVAE
 
+# One worker runs this module, so the module fixture's subprocess runs once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("strategies")
+
 HELPER = pathlib.Path(__file__).with_name("mirrored_strategy_check.py")
 MULTI_WORKER = pathlib.Path(__file__).with_name("multi_worker_check.py")
 EXACT = 1e-12  # float64: the replicas sum the same numbers in another order
