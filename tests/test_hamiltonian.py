@@ -261,3 +261,25 @@ def test_a_short_vae_fit_moves_the_dynamics_and_saves(tmp_path):
         again.log_weight_terms(x[:4], seed), model.log_weight_terms(x[:4], seed), strict=True
     ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+
+
+def test_the_flow_saves_and_loads_with_its_warp_and_dynamics(tmp_path):
+    model = tfnf.NormalizingFlow(
+        event_size=2,
+        num_layers=2,
+        flow="hamiltonian",
+        target_log_prob="U1",
+        flow_options={"planar_layers": 2, "initial_beta": 0.3},
+        dtype="float64",
+        seed=1,
+    )
+    model.compile(optimizer="adam")
+    model.fit(steps=3, batch_size=32, verbose=0)
+    model.save(tmp_path / "hamiltonian.keras")
+    again = tfnf.models.load_model(tmp_path / "hamiltonian.keras")
+    assert again.flow_layer.planar_layers == 2 and again.flow_layer.initial_beta == 0.3
+    seed = tf.constant([2, 3])
+    for a, b in zip(
+        again.sample_and_log_prob(50, seed), model.sample_and_log_prob(50, seed), strict=True
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
