@@ -1,5 +1,6 @@
 """Every notebook runs top to bottom with its parameters cut down, and shows what it claims."""
 
+import json
 import pathlib
 import re
 
@@ -18,18 +19,9 @@ MNIST = (
     if _FULL_MNIST.is_file()
     else pathlib.Path(__file__).parent / "data" / "binarized_mnist_small.npz"
 )
+# The notebooks' small parameters, shared with the documentation site's build (docs/conf.py).
 SMALL = {
-    "STEPS": "20",
-    "FLOW_LENGTHS": "(2,)",
-    "SEEDS": "2",
-    "EPOCHS": "2",
-    "WARMUP_EPOCHS": "1",
-    "TRAIN_IMAGES": "300",
-    "VALIDATION_IMAGES": "40",
-    "TEST_IMAGES": "40",
-    "HIDDEN": "16",
-    "LATENT": "2",
-    "SAMPLES": "20",
+    **json.loads((NOTEBOOKS[0].parent / "small_parameters.json").read_text()),
     "DATA": repr(str(MNIST)),
 }
 
