@@ -39,7 +39,8 @@ extensions = [
 autosummary_generate = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_custom_sections = [("Arguments", "params_style"), ("Returns", "returns_style")]
-exclude_patterns = ["_build", "api/_generated_skip"]
+exclude_patterns = ["_build", "concepts/benchmarks_tables.md"]  # included, not a page
+autodoc_inherit_docstrings = False  # TFP's and Keras' own docstrings are theirs to render
 html_theme = "furo"
 html_title = f"tfnf {release}"
 nb_execution_mode = os.environ.get("TFNF_DOCS_EXECUTE", "force")
@@ -94,3 +95,15 @@ def benchmark_tables() -> None:
 
 
 benchmark_tables()
+
+
+def _skip_foreign(app, what, name, obj, skip, options):
+    """Document tfnf's own members; what a class inherits from TFP or Keras is theirs."""
+    module = getattr(obj, "__module__", None) or ""
+    if what == "class" and callable(obj) and not module.startswith("tfnf"):
+        return True
+    return skip
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_foreign)

@@ -776,7 +776,7 @@ class AmortizedFlow(keras.layers.Layer):
             rows: None, or a `sampling.ReplicaRows` with sample_shape (): the B examples
                 are that slice of the global batch.
         Returns:
-            (z [*sample_shape, B, D], ln q_K(z | x) [*sample_shape, B]).
+            (z `[*sample_shape, B, D]`, ln q_K(z | x) `[*sample_shape, B]`).
         """
         z0, log_q0 = sampling.diagonal_normal_draw(
             params["loc"], params["scale"], sample_shape, seed, rows

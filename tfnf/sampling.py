@@ -64,7 +64,7 @@ def diagonal_normal_draw(
         seed: stateless seed, a pair of integers.
         rows: None, or this call's slice of the first axis of the global draw.
     Returns:
-        (z [*sample_shape, ..., D], ln N(z; loc, scale) [*sample_shape, ...]).
+        (z `[*sample_shape, ..., D]`, ln N(z; loc, scale) `[*sample_shape, ...]`).
     """
     num = len(sample_shape)
     shape = tf.concat([tf.constant(list(sample_shape), tf.int32, shape=[num]), tf.shape(loc)], 0)
@@ -112,7 +112,7 @@ def push_forward(bijector: tfp.bijectors.Bijector, z0: tf.Tensor, log_q0: tf.Ten
 class FlowDistribution(tfp.distributions.TransformedDistribution):
     """q_K: a `tfd.TransformedDistribution` whose density is 0 (log_prob -inf) far out, not NaN.
 
-    Where z is infinite, or so large that |z|^2 overflows (beyond sqrt(max float) / 4, about
+    Where z is infinite, or so large that `|z|^2` overflows (beyond sqrt(max float) / 4, about
     4.6e18 in float32), the maps' inverse would compute inf - inf; q's density there is below
     the smallest positive float for any base scale under about 1e15, so log_prob returns its
     limit, -inf (its gradient there is not defined). Elsewhere it is TFP's `log_prob`, computed

@@ -261,7 +261,7 @@ class JointTarget:
     `experimental_default_event_space_bijector`). The target is the density of
     z under that change of variables:
 
-        log p~(z) = log p(data, bijector(z)) + log |det d bijector / dz|.
+        log p~(z) = log p(data, bijector(z)) + log `|det d bijector / dz|`.
 
     A flow q fitted to it gives the posterior over the model's variables as
     `tfd.TransformedDistribution(q, target.bijector)` (`posterior(q)`), whose

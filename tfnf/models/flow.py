@@ -369,7 +369,7 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             steps_per_epoch: updates per epoch (100 if neither it nor `steps` is given).
             callbacks, **kwargs: as for `keras.Model.fit` (verbose, initial_epoch, ...).
         Raises:
-            NonFiniteLossError: a loss or gradient was NaN or inf; the weights are
+            tfnf.models.NonFiniteLossError: a loss or gradient was NaN or inf; the weights are
                 those after the last good step.
         """
         if x is not None or y is not None:

@@ -303,7 +303,7 @@ class GuardedTraining:
         (`NormalizingFlow.fit`), and otherwise reported with a note to reload.
 
         Raises:
-            NonFiniteLossError: a loss, gradient or learning rate was NaN or inf; the
+            tfnf.models.NonFiniteLossError: a loss, gradient or learning rate was NaN or inf; the
                 update was skipped and the weights are those after the last good step.
         """
         self._check_compiled()

@@ -304,7 +304,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         return tf.sigmoid(self.decode(self.sample_posterior(x)))
 
     def log_weight_terms(self, x, seed, sample_shape=(), rows=None, encoded=None) -> tuple:
-        """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each [*sample_shape, B].
+        """(ln p(x | z), ln p(z), ln q_K(z | x)) at z ~ q_K(z | x), each `[*sample_shape, B]`.
 
         One forward sweep of the flow gives z and ln q (`AmortizedFlow.sample_and_log_prob`).
 
@@ -422,7 +422,7 @@ class FlowVAE(GuardedTraining, keras.Model):
         """As `keras.Model.fit` on images x: [N, P] (or a dataset of [B, P] batches); y is ignored.
 
         Raises:
-            NonFiniteLossError: a loss or gradient was NaN or inf; the update was
+            tfnf.models.NonFiniteLossError: a loss or gradient was NaN or inf; the update was
                 skipped and the weights are those after the last good step.
         """
         self._check_images(x, "fit")
