@@ -14,7 +14,9 @@ import pytest
 from tfnf import cli, datasets
 from tfnf.models import FlowVAE, negative_log_likelihood
 
+# One epoch of the subset's 10 steps in 2 executions, so that 5 steps are timed for images/s.
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--batch-size", "100"]
+TINY += ["--steps-per-execution", "5"]
 
 
 def printed(text):
@@ -417,3 +419,15 @@ def test_vae_trains_sylvester_maps_of_the_rank_and_variant_asked(
     heads = model.posterior_layer.head_shapes
     assert heads["r"] == (2, 2) and heads["q_raw"] == (2, 3)  # 2 reflections of 3-vectors
     assert "DLGM + sylvester NF" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("per_execution, counted", [(1, 19), (10, 10)])
+def test_images_per_second_count_every_step_after_the_first_execution(per_execution, counted):
+    # 20 steps of 100 images; Keras reports once per execution, the first one (which compiles)
+    # starts the clock: 19 steps or 10 steps of images are timed.
+    model = FlowVAE(latent_size=2, hidden_units=4, num_layers=1, data_size=6, seed=0)
+    model.compile(optimizer="adamax", steps_per_execution=per_execution)
+    throughput = cli._throughput(100)
+    x = (np.random.default_rng(0).random((1000, 6)) < 0.5).astype("float32")
+    model.fit(x, batch_size=100, epochs=2, verbose=0, callbacks=[throughput])
+    assert throughput.images == counted * 100 and throughput.rate > 0

@@ -203,15 +203,18 @@ def _throughput(batch_size: int):
     import keras
 
     class Throughput(keras.callbacks.Callback):
+        # Keras calls on_train_batch_end once per execution of steps_per_execution steps, so
+        # the steps are read from the optimizer's update counter, not counted here.
         def __init__(self):
             super().__init__()
             self.images, self.start, self.rate = 0, None, math.nan
 
         def on_train_batch_end(self, batch, logs=None):
+            steps = int(self.model.optimizer.iterations.numpy())
             if self.start is None:
-                self.start = time.perf_counter()
+                self.start, self.first = time.perf_counter(), steps
             else:
-                self.images += batch_size
+                self.images = (steps - self.first) * batch_size
 
         def on_train_end(self, logs=None):
             seconds = time.perf_counter() - self.start if self.start is not None else 0.0
