@@ -73,7 +73,19 @@ def measure(name: str, flow: str, num_layers: int, seconds: float, seed: int) ->
     per_step = step_seconds(target, flow, num_layers, seed)
     steps = max(100, int(seconds / per_step) // 100 * 100)
     start = time.perf_counter()
-    model = fit(target, flow, num_layers, steps, seed)
+    try:
+        model = fit(target, flow, num_layers, steps, seed)
+    except tfnf.NonFiniteLossError as error:  # recorded as a result, not a crash of the run
+        return {
+            "target": name,
+            "flow": flow,
+            "num_layers": num_layers,
+            "steps": steps,
+            "ms_per_step": round(1e3 * per_step, 3),
+            "diverged": str(error).split(":")[0],
+            "extended": flow == "hamiltonian",
+            "seed": seed,
+        }
     wall = time.perf_counter() - start
     q, log_p = model.distribution, fitted
     if model.extended:
@@ -112,6 +124,9 @@ def main() -> None:
             row = measure(name, flow, num_layers, args.seconds, args.seed)
             rows.append(row)
             label = f"{flow} {'L' if row['extended'] else 'K'}={num_layers}"
+            if "diverged" in row:
+                print(f"{name:6s} {label:16s} {row['steps']:6d} steps: {row['diverged']}")
+                continue
             print(
                 f"{name:6s} {label:16s} {row['steps']:6d} steps ({row['ms_per_step']:.2f} ms): "
                 f"bound {row['bound']:.3f} +- {row['bound_se']:.3f}, gap {row['gap']:.3f} nats, "
@@ -136,6 +151,12 @@ def main() -> None:
     ]
     for row in rows:
         label = f"{row['flow']} {'L' if row['extended'] else 'K'} = {row['num_layers']}"
+        if "diverged" in row:
+            lines.append(
+                f"| {row['target']} | {label} | {row['steps']} | "
+                f"{row['ms_per_step']:.2f} | {row['diverged']} | - |"
+            )
+            continue
         lines.append(
             f"| {row['target']} | {label} | {row['steps']} | {row['ms_per_step']:.2f} | "
             f"{row['gap']:.3f} +- {row['bound_se']:.3f} | {row['khat']:.2f} |"
