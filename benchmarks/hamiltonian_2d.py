@@ -72,20 +72,20 @@ def measure(name: str, flow: str, num_layers: int, seconds: float, seed: int) ->
     target, fitted, log_z = target_and_log_z(name)
     per_step = step_seconds(target, flow, num_layers, seed)
     steps = max(100, int(seconds / per_step) // 100 * 100)
+    row = {
+        "target": name,
+        "flow": flow,
+        "num_layers": num_layers,
+        "steps": steps,
+        "ms_per_step": round(1e3 * per_step, 3),
+        "extended": flow == "hamiltonian",
+        "seed": seed,
+    }
     start = time.perf_counter()
     try:
         model = fit(target, flow, num_layers, steps, seed)
     except tfnf.NonFiniteLossError as error:  # recorded as a result, not a crash of the run
-        return {
-            "target": name,
-            "flow": flow,
-            "num_layers": num_layers,
-            "steps": steps,
-            "ms_per_step": round(1e3 * per_step, 3),
-            "diverged": str(error).split(":")[0],
-            "extended": flow == "hamiltonian",
-            "seed": seed,
-        }
+        return {**row, "diverged": str(error).split(":")[0]}
     wall = time.perf_counter() - start
     q, log_p = model.distribution, fitted
     if model.extended:
@@ -93,19 +93,13 @@ def measure(name: str, flow: str, num_layers: int, seconds: float, seed: int) ->
     bound, error = diagnostics.bound(q, log_p, 100_000, seed=[seed, 1])
     estimate = diagnostics.importance_log_normalizer(q, log_p, 100_000, seed=[seed, 2])
     return {
-        "target": name,
-        "flow": flow,
-        "num_layers": num_layers,
-        "steps": steps,
-        "ms_per_step": round(1e3 * per_step, 3),
+        **row,
         "train_seconds": round(wall, 1),
         "bound": bound,
         "bound_se": error,
         "log_z": log_z,
         "gap": bound + log_z,
         "khat": estimate.khat,
-        "extended": bool(model.extended),
-        "seed": seed,
     }
 
 

@@ -75,6 +75,10 @@ def test_bad_parameters_are_named():
         bijectors.Hamiltonian(quartic, 0.1, 1.0, [1.0]).forward(tf.zeros([2, 3]))
     with pytest.raises(ValueError, match="initial_beta must lie in"):
         layers.HamiltonianFlow(num_layers=2, initial_beta=1.0)
+    with pytest.raises(TypeError, match="tempering must be True or False, got 'no'"):
+        layers.HamiltonianFlow(num_layers=2, tempering="no")
+    with pytest.raises(ValueError, match="step_size must be a positive number"):
+        layers.HamiltonianFlow(num_layers=2, step_size=0.0)
     with pytest.raises(ValueError, match="at least one leapfrog step"):
         tfnf.NormalizingFlow(event_size=2, num_layers=0, flow="hamiltonian", target_log_prob="U1")
 

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnf import bijectors, sampling
+from tfnf import _checks, bijectors, sampling
 from tfnf._checks import positive_int
 from tfnf.bijectors.planar import SOFTPLUS_INVERSE_OF_1, identity_u
 
@@ -288,16 +288,21 @@ class HamiltonianFlow(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.num_layers = positive_int(num_layers, "num_layers")
-        if not (isinstance(step_size, (int, float)) and step_size > 0 and math.isfinite(step_size)):
+        number = (int, float)
+        if isinstance(step_size, bool) or not (
+            isinstance(step_size, number) and step_size > 0 and math.isfinite(step_size)
+        ):
             raise ValueError(
                 f"HamiltonianFlow: step_size must be a positive number, got {step_size!r}."
             )
-        if not (isinstance(initial_beta, (int, float)) and 0 < initial_beta < 1):
+        if isinstance(initial_beta, bool) or not (
+            isinstance(initial_beta, number) and 0 < initial_beta < 1
+        ):
             raise ValueError(
                 f"HamiltonianFlow: initial_beta must lie in (0, 1), got {initial_beta!r}."
             )
         self.step_size, self.initial_beta = float(step_size), float(initial_beta)
-        self.tempering = bool(tempering)
+        self.tempering = _checks.boolean(tempering, "HamiltonianFlow: tempering")
         self.planar_layers = positive_int(planar_layers, "planar_layers", minimum=0)
         self.warp = (
             PlanarStack(num_layers=self.planar_layers, dtype=self.dtype_policy, name="warp")
