@@ -46,6 +46,7 @@ html_title = f"tfnf {release}"
 nb_execution_mode = os.environ.get("TFNF_DOCS_EXECUTE", "force")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
+nb_execution_in_temp = True  # a notebook that writes files writes them in a temporary folder
 myst_enable_extensions = ["dollarmath"]
 
 

@@ -6,6 +6,8 @@ the fixtures pytest hands out by name.
 
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -56,6 +58,29 @@ def mnist_full_path() -> Path:
         f"full binarised MNIST not found (looked for {' and '.join(map(str, candidates))}); "
         "set TFNF_DATA_DIR to a directory holding binarized_mnist.npz"
     )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """The documentation site, built once per test process as README says, warnings as errors
+    and the notebooks executed (docs/conf.py gives them the small parameters of
+    notebooks/small_parameters.json): the html folder, with myst-nb's executed notebooks in
+    ../jupyter_execute/tutorials/.
+
+    Its users (tests/test_docs.py, tests/test_notebooks.py) share one xdist group, so one
+    worker builds it, once.
+    """
+    out = tmp_path_factory.mktemp("site")
+    command = [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-j", "auto"]
+    command += ["-b", "html", "-d", str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")]
+    env = {**os.environ, "TFNF_DOCS_EXECUTE": "force", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    built = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    said = built.stdout[-4000:] + built.stderr[-6000:]
+    assert built.returncode == 0, f"the site did not build:\n{said}"
+    return out / "html"
 
 
 # -- the bijector registry: every bijector passes the same battery (test_bijectors.py) --------

@@ -27,14 +27,18 @@ import tensorflow as tf
 
 __all__ = ["load_binarized_mnist", "binarized_mnist", "SPLITS", "ORIGIN", "SHA256", "DATA_DIR_ENV"]
 
+#: The splits of binarised MNIST: 50,000 / 10,000 / 10,000 images.
 SPLITS = ("train", "valid", "test")
 NUM_PIXELS = 784
+#: The environment variable naming a directory that holds the data.
 DATA_DIR_ENV = "TFNF_DATA_DIR"
+#: Where the .amat files are downloaded from (Larochelle & Murray's copy).
 ORIGIN = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 # SHA-256 of binarized_mnist_{split}.amat as recorded by TensorFlow Datasets in
 # github.com/tensorflow/datasets, tensorflow_datasets/url_checksums/binarized_mnist.txt
 # (sizes 78,400,000 / 15,680,000 / 15,680,000 bytes). The three arrays of the project's
 # binarized_mnist.npz, written back as .amat text, hash to exactly these values.
+#: SHA-256 of each split's .amat file, checked after download.
 SHA256 = {
     "train": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
     "valid": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",

@@ -542,9 +542,11 @@ class FullRankNormal(keras.layers.Layer):
         return self.distribution().sample(n)
 
 
+#: The bases by the name `NormalizingFlow(base=...)` takes.
 BASES = {"diagonal": DiagonalNormal, "full_rank": FullRankNormal}
 
 
+#: The flows by the name `NormalizingFlow(flow=...)` and `FlowVAE(flow=...)` take.
 FLOWS = {
     "planar": PlanarStack,
     "radial": RadialStack,

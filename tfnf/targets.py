@@ -48,6 +48,7 @@ LogProb = Callable[[tf.Tensor], tf.Tensor]
 
 # The square every 2-D target is plotted on (Figure 3), judged on (`diagnostics.kl_2d` for the
 # non-normalisable U2..U4) and, for those, restricted to when fitted (`Restricted`).
+#: The square (lo, hi) of every 2-D plot and box KL, (-4, 4) in each coordinate.
 BOX = (-4.0, 4.0)
 
 _REGISTRY: dict = {}
