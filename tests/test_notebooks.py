@@ -68,3 +68,16 @@ def test_notebook_runs_and_its_numbers_hold(path, built_site):
             elbo,
         )  # importance sampling tightens the ELBO, up to MC error
     assert kls or bounds, f"{path.name}: printed no number to check"
+    khats = [float(x) for x in re.findall(r"Pareto k-hat (-?[\d.]+|inf|nan)", printed)]
+    assert all(k == k and k < float("inf") for k in khats), khats
+    # where q is a reliable proposal (k-hat < 0.7), importance sampling finds ln Z: by
+    # quadrature for U1 (notebook 00), 0 for the normalised exact posterior (notebook 04)
+    for khat, log_z, se, exact in re.findall(
+        r"k-hat ([\d.]+).*?importance sampling = (-?[\d.]+) \+- ([\d.]+) \((?:quadrature|exact) "
+        r"(-?[\d.]+)\)",
+        printed,
+    ):
+        if float(khat) < 0.7:
+            assert abs(float(log_z) - float(exact)) < 5 * float(se) + 0.05, (log_z, se, exact)
+    if path.stem in ("00_quickstart", "01_planar_flows_2d", "04_bayesian_regression"):
+        assert khats, f"{path.name}: printed no Pareto k-hat"
