@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import weights
 
 import tfnf
@@ -249,3 +250,34 @@ def test_time_budget_stops_before_an_epoch_would_overrun_and_resumes_its_clock(
     assert tfnf.models.TimeBudget(10.0, tmp_path / "resumed").exhausted()
     with pytest.raises(ValueError, match="seconds must be a finite number > 0, got 0"):
         tfnf.models.TimeBudget(0)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_the_traced_step_runs_no_autograph_conversion_of_tfnf_code(make, jit_compile, monkeypatch):
+    # AutoGraph's source-to-source conversion of the step's functions took 3 s of the
+    # 4.9 s of tracing a K = 32 flow's first step (profiled, benchmarks/RESULTS.md); tfnf's
+    # step is plain graph code and is traced as it is.
+    from tensorflow.python.autograph.impl import api
+
+    converted = []
+    convert = api._convert_actual
+
+    def recording(entity, program_ctx):
+        converted.append(getattr(entity, "__module__", "") or "")
+        return convert(entity, program_ctx)
+
+    monkeypatch.setattr(api, "_convert_actual", recording)
+
+    @tf.function
+    def probe(x):  # the probe sees AutoGraph at work
+        return x + 1 if x.shape.rank else x
+
+    probe(tf.constant(1.0))
+    assert converted == [__name__], converted
+    model = make()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+    fit(model, 2)
+    if isinstance(model, tfnf.FlowVAE):
+        model.evaluate(images(8), batch_size=4, verbose=0)
+    assert not [m for m in converted if m.startswith("tfnf")], converted

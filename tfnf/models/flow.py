@@ -328,7 +328,9 @@ class NormalizingFlow(GuardedTraining, keras.Model):
             return super().make_train_function(force)
         num_steps = self.steps_per_execution or 1
 
-        @tf.function(jit_compile=True)
+        # autograph=False: the step is plain graph code, and AutoGraph's conversion of the
+        # functions it calls took 3 of the first step's 4.9 s of tracing (benchmarks/RESULTS.md).
+        @tf.function(jit_compile=True, autograph=False)
         def execution():
             # The trackers' results carry the structure; each step's results replace them.
             return tf.while_loop(
