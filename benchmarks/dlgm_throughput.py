@@ -289,8 +289,12 @@ def main():
     lines.append(
         f"\nThe K = 0 step's matrix products ({matmuls['flops'] / 1e6:.0f} MFLOP per step of "
         f"{BATCH}) alone: {limit / 1e9:.0f} GFLOP/s (XLA {xla:.0f}, NumPy {numpy_rate:.0f}); "
-        "the tfnf K = 0 step runs them "
-        f"at {k0_step / 1e9:.0f} GFLOP/s, {k0_step / limit:.0%} of that."
+        + (
+            f"the tfnf K = 0 step runs them at {k0_step / 1e9:.0f} GFLOP/s, "
+            f"{k0_step / limit:.0%} of that."
+            if 0 in args.layers
+            else "K = 0 was not in this run."
+        )
     )
     print("\n".join(lines))
     if args.quick:
