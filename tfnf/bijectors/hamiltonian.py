@@ -35,6 +35,53 @@ def quadratic_tempering(initial_beta: tf.Tensor, num_steps: int) -> tf.Tensor:
     return root_beta[..., :-1] / root_beta[..., 1:]
 
 
+def _gradient(log_prob: Callable, z: tf.Tensor) -> tf.Tensor:
+    """-grad_z log_prob(z)."""
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = log_prob(z)
+    return -tape.gradient(value, z)
+
+
+def _recomputed_gradient(log_prob: Callable, z: tf.Tensor) -> tf.Tensor:
+    """-grad_z log_prob(z), differentiable, with a backward pass that recomputes it.
+
+    Left to autodiff, every leapfrog step keeps its target's intermediates for the
+    second derivatives, and under XLA the step's cost grew faster than the number of
+    steps (benchmarks/RESULTS.md, "Hamiltonian flows").
+    Here the value is computed apart from any outer tape, and its vector-Jacobian
+    product v -> d(-grad ln p . v)/d(z, variables) recomputes the gradient under a
+    fresh tape: a Hessian-vector product in z and the mixed derivatives in the
+    target's variables (a decoder's weights, say), which the tape's watcher finds.
+    Tensors the target captures get no gradient through the dynamics; variables do.
+    """
+    with tf.GradientTape(watch_accessed_variables=True) as watcher:
+        value = tf.stop_gradient(_gradient(log_prob, z))
+    variables = list(watcher.watched_variables())
+
+    @tf.custom_gradient
+    def attach(z, value):
+        for variable in variables:  # read here, so that custom_gradient passes them to backward
+            tf.convert_to_tensor(variable)
+
+        def backward(upstream, variables=None):
+            sources = [tf.identity(z)] + list(variables or [])  # z, in the backward's graph
+            with tf.GradientTape() as tape:
+                tape.watch(sources[0])
+                recomputed = _gradient(log_prob, sources[0])
+            grads = tape.gradient(
+                recomputed,
+                sources,
+                output_gradients=upstream,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            return (grads[0], tf.zeros_like(value)), grads[1:]
+
+        return tf.identity(value), backward
+
+    return attach(z, value)
+
+
 class Hamiltonian(tfp.bijectors.Bijector):
     """L leapfrog steps of Hamiltonian dynamics on (z, rho), each followed by tempering.
 
@@ -52,7 +99,9 @@ class Hamiltonian(tfp.bijectors.Bijector):
 
     The target is any callable z [..., D] -> [...]; its gradient is taken inside the
     map, so gradients of anything computed from the output reach the step sizes, the
-    mass and the tempering through second derivatives of the target.
+    mass, the tempering and the variables the target reads (a decoder's weights)
+    through second derivatives of the target, recomputed in the backward pass rather
+    than kept from the forward one. Tensors the target closes over are constants to it.
 
     Arguments:
         target_log_prob: ln p~(z), up to a constant: z [..., D] -> [...].
@@ -134,11 +183,12 @@ class Hamiltonian(tfp.bijectors.Bijector):
         return self._num_steps
 
     def _potential_gradient(self, z):
-        """grad U(z) = -grad ln p~(z), row by row (the rows are independent draws)."""
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            log_p = self._target_log_prob(z)
-        return -tape.gradient(log_p, z)
+        """grad U(z) = -grad ln p~(z), row by row (the rows are independent draws).
+
+        Its own derivatives (the Hessian-vector products that training needs) are
+        recomputed from z when asked for (`_recomputed_gradient`), not kept from here.
+        """
+        return _recomputed_gradient(self._target_log_prob, z)
 
     def _split(self, x):
         size = x.shape[-1]
