@@ -1,0 +1,145 @@
+"""The persistent XLA cache (tfnf/_xla_cache.py): the same weights as without it, no partial entry.
+
+Each case runs fresh Python processes, the only place TensorFlow reads TF_XLA_FLAGS.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tfnf import _xla_cache
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Ten steps of a small planar flow; prints the weights (exactly, as hex) and the cache directory.
+FIT = """
+import hashlib, json, os
+import keras, numpy as np
+import tfnf
+keras.utils.set_random_seed(0)
+model = tfnf.models.NormalizingFlow(event_size=2, num_layers=2, target_log_prob="U1", seed=0)
+model.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=5)
+model.fit(steps=10, batch_size=64, verbose=0)
+weights = b"".join(np.asarray(v.numpy(), np.float64).tobytes() for v in model.trainable_variables)
+print(json.dumps({"weights": hashlib.sha256(weights).hexdigest(),
+                  "private": os.environ.get("TFNF_XLA_CACHE_PRIVATE")}))
+"""
+
+
+def run(code: str, **env) -> dict:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("TF_XLA_FLAGS", _xla_cache.MARKER, "TFNF_XLA_CACHE")
+    }
+    environment.update({"TF_CPP_MIN_LOG_LEVEL": "3", **env})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The weights after ten steps with no cache at all."""
+    return run(FIT, TFNF_XLA_CACHE="0")
+
+
+def entries(root: pathlib.Path) -> list:
+    return sorted(root.glob("*/*.pb"))
+
+
+@pytest.mark.xdist_group("xla_cache")
+def test_a_second_process_loads_the_program_and_trains_to_the_same_weights(tmp_path, reference):
+    first = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    stored = entries(tmp_path)
+    assert stored, "the first process published no entry"
+    assert all(_xla_cache.is_complete(entry) for entry in stored)
+    modified = {entry: entry.stat().st_mtime_ns for entry in stored}
+    second = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert first["weights"] == second["weights"] == reference["weights"]
+    assert entries(tmp_path) == stored  # loaded, not compiled and written again
+    assert all(entry.stat().st_size > 0 for entry in modified)
+    # The processes' private directories are gone with them.
+    assert not list(tmp_path.glob("*/.process-*"))
+    assert first["private"] != second["private"]
+
+
+@pytest.mark.xdist_group("xla_cache")
+def test_a_partial_entry_is_never_loaded(tmp_path, reference):
+    run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    (entry,) = entries(tmp_path)[:1]
+    whole = entry.read_bytes()
+    # Every cut of the record fails the check; the whole record passes.
+    cuts = [0, 1, len(whole) // 3, len(whole) // 2, len(whole) - 1]
+    for cut in cuts:
+        entry.write_bytes(whole[:cut])
+        assert not _xla_cache.is_complete(entry), cut
+    entry.write_bytes(whole)
+    assert _xla_cache.is_complete(entry)
+    # As TensorFlow leaves it when a writer stops halfway: measured, TensorFlow loads
+    # such an entry and trains to other weights without an error. tfnf drops it.
+    entry.write_bytes(whole[: len(whole) // 2])
+    again = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert again["weights"] == reference["weights"]
+    assert _xla_cache.is_complete(entry)  # compiled again and published whole
+
+
+@pytest.mark.xdist_group("xla_cache")
+def test_a_dead_processs_entries_never_reach_the_store(tmp_path, reference):
+    store = _xla_cache.store_directory(tmp_path)
+    dead = store / ".process-999999999-x"  # no such pid
+    dead.mkdir(parents=True)
+    (dead / "xla_compile_cache__1__2__XLA_CPU_JIT.pb").write_bytes(b"\x0a\x05")
+    result = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert result["weights"] == reference["weights"]
+    assert not dead.exists()
+    assert not (store / "xla_compile_cache__1__2__XLA_CPU_JIT.pb").exists()
+
+
+PROBE = """
+import json, os
+import tfnf
+print(json.dumps({"flags": os.environ.get("TF_XLA_FLAGS", ""),
+                  "private": os.environ.get("TFNF_XLA_CACHE_PRIVATE")}))
+"""
+
+
+def test_off_switch_the_users_own_cache_and_a_childs_own_directory(tmp_path):
+    off = run(PROBE, TFNF_XLA_CACHE="0", TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert off == {"flags": "", "private": None}
+    own = f"{_xla_cache.FLAG}=/somewhere/else"
+    users = run(PROBE, TF_XLA_FLAGS=own, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert users["flags"] == own and users["private"] is None
+    parent = run(PROBE, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    assert parent["flags"] == f"{_xla_cache.FLAG}={parent['private']}"
+    assert pathlib.Path(parent["private"]).parent == _xla_cache.store_directory(tmp_path)
+    # A child started with the parent's environment makes its own private directory.
+    child = run(
+        PROBE,
+        TF_XLA_FLAGS=f"--xla_other_flag=1 {parent['flags']}",
+        TFNF_XLA_CACHE_PRIVATE=parent["private"],
+        TFNF_XLA_CACHE_DIR=str(tmp_path),
+    )
+    assert child["private"] != parent["private"]
+    assert child["flags"] == f"--xla_other_flag=1 {_xla_cache.FLAG}={child['private']}"
+
+
+def test_the_store_is_named_by_tensorflows_version_and_the_cpu(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    one = _xla_cache.store_directory(tmp_path)
+    assert one.name.startswith(f"tf-{importlib.metadata.version('tensorflow')}-")
+    monkeypatch.setattr(_xla_cache, "_cpu_features", lambda: "another cpu")
+    assert _xla_cache.store_directory(tmp_path) != one
