@@ -177,6 +177,7 @@ def latest(budget_minutes: float) -> dict:
             r.get("flow") == "planar"
             and arguments.get("budget_minutes") == budget_minutes
             and arguments.get("optimizer") == "adamax"
+            and arguments.get("head_units") is None  # the table's heads; others are rows apart
         ):
             runs[r["num_layers"], r["seed"]] = r
     return runs

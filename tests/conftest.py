@@ -221,6 +221,8 @@ def head_parameters(layer, h):
     scale = {"softplus": softplus, "exp": np.exp}[layer.scale]
     params = {"loc": dense(h, layer.loc_head), "scale": scale(dense(h, layer.scale_head))}
     K, D = layer.num_layers, layer.event_size
+    if layer.flow_features is not None:  # the flow heads read h through the shared bottleneck
+        h = dense(h, layer.flow_features)
     if layer.flow == "sylvester":
         return {**params, **sylvester_head_parameters(layer, h)} if K else params
     for name, rank in layer.parameter_ranks.items() if K else []:

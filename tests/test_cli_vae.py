@@ -377,6 +377,11 @@ def test_vae_resumed_after_an_epoch_ends_with_the_weights_of_an_uninterrupted_ru
         cli.main(other)
     assert stop.value.code == 2
     assert "--seed 0 there, 1 here" in capsys.readouterr().err
+    shared = vae_argv(tmp_path, mnist_subset_path, "--backup", str(backup), "--head-units", "2")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(shared)
+    assert stop.value.code == 2
+    assert "--head-units None there, 2 here" in capsys.readouterr().err
 
 
 def test_vae_trains_the_hamiltonian_flow_after_planar_maps(tmp_path, capsys, mnist_subset_path):
@@ -397,6 +402,8 @@ def test_vae_trains_the_hamiltonian_flow_after_planar_maps(tmp_path, capsys, mni
         (["--flow", "hamiltonian", "--layers", "0"], "--layers: the Hamiltonian flow needs"),
         (["--rank", "2"], "--rank: an option of --flow sylvester, not planar"),
         (["--flow", "sylvester", "--rank", "3"], "--rank: at most --latent (2), got 3"),
+        (["--layers", "0", "--head-units", "4"], "--head-units: shapes the heads of amortised"),
+        (["--flow", "hamiltonian", "--head-units", "4"], "--head-units: shapes the heads of"),
     ],
 )
 def test_vae_flow_options_are_checked(tmp_path, capsys, mnist_subset_path, extra, message):
@@ -419,6 +426,21 @@ def test_vae_trains_sylvester_maps_of_the_rank_and_variant_asked(
     heads = model.posterior_layer.head_shapes
     assert heads["r"] == (2, 2) and heads["q_raw"] == (2, 3)  # 2 reflections of 3-vectors
     assert "DLGM + sylvester NF" in capsys.readouterr().out
+
+
+def test_vae_heads_through_a_bottleneck(tmp_path, capsys, mnist_subset_path):
+    saved, records = tmp_path / "vae.keras", tmp_path / "runs.json"
+    argv = vae_argv(tmp_path, mnist_subset_path, "--save", str(saved), epochs="1")
+    argv[argv.index("--layers") + 1] = "3"
+    assert cli.main([*argv, "--head-units", "2", "--json", str(records)]) == 0
+    assert "flow heads through 2 units" in capsys.readouterr().out
+    model = keras.models.load_model(saved)
+    assert model.flow_options == {"head_units": 2}
+    layer = model.posterior_layer
+    assert layer.flow_features.kernel.shape == (8, 2)  # --hidden 8 -> 2 shared units
+    assert all(head.kernel.shape[0] == 2 for head in layer.flow_heads.values())
+    (record,) = json.loads(records.read_text())
+    assert record["arguments"]["head_units"] == 2
 
 
 @pytest.mark.parametrize("per_execution, counted", [(1, 19), (10, 10)])

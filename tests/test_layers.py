@@ -206,9 +206,13 @@ def test_old_layer_names_load_as_the_new_classes():
         assert type(keras.saving.deserialize_keras_object(config)) is new
 
 
-def amortized(flow, num_layers=3, event_size=3, features=5, scale="softplus", seed=0, spread=0.5):
+def amortized(
+    flow, num_layers=3, event_size=3, features=5, scale="softplus", seed=0, spread=0.5, **options
+):
     """A float64 AmortizedFlow whose heads are all drawn at random, so no map is the identity."""
-    layer = AmortizedFlow(event_size, num_layers, flow=flow, scale=scale, dtype="float64")
+    layer = AmortizedFlow(
+        event_size, num_layers, flow=flow, scale=scale, dtype="float64", **options
+    )
     layer.build((None, features))
     rng = np.random.default_rng(seed)
     for weight in layer.weights:
@@ -219,9 +223,10 @@ def amortized(flow, num_layers=3, event_size=3, features=5, scale="softplus", se
 # -- AmortizedFlow ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("head_units", [None, 2])
 @pytest.mark.parametrize("flow", AMORTIZED)
-def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow):
-    layer = amortized(flow)
+def test_amortized_flow_is_a_per_example_chain_of_the_slices(flow, head_units):
+    layer = amortized(flow, head_units=head_units)
     h = np.random.default_rng(1).normal(size=(6, 5))
     params = {k: v.numpy() for k, v in layer(h).items()}
     expected = head_parameters(layer, h)
@@ -298,10 +303,11 @@ def test_no_maps_is_the_diagonal_gaussian(scale):
     )
 
 
+@pytest.mark.parametrize("head_units", [None, 2])
 @pytest.mark.parametrize("flow", AMORTIZED)
-def test_every_map_starts_as_the_identity_and_can_leave_it(flow):
+def test_every_map_starts_as_the_identity_and_can_leave_it(flow, head_units):
     keras.utils.set_random_seed(0)
-    layer = AmortizedFlow(3, 4, flow=flow, dtype="float64")
+    layer = AmortizedFlow(3, 4, flow=flow, dtype="float64", head_units=head_units)
     layer.build((None, 5))
     h = np.random.default_rng(7).normal(size=(6, 5))
     params = head_parameters(layer, h)
@@ -375,17 +381,41 @@ def test_planar_w_head_starts_at_a_fifth_of_glorots_variance():
     )  # 4,000 draws: 2% error
 
 
+def test_a_head_bottleneck_costs_what_it_says():
+    # K = 80 planar maps at D = 40 from H = 400 features: 80 * 81 outputs per example. Through
+    # R = 64 shared units the flow heads hold H R + R K F weights (plus biases) instead of H K F.
+    full = AmortizedFlow(40, 80, flow="planar")
+    full.build((None, 400))
+    cheap = AmortizedFlow(40, 80, flow="planar", head_units=64)
+    cheap.build((None, 400))
+
+    def flow_weights(layer):
+        return sum(
+            w.numpy().size for w in layer.weights if w.path.split("/")[1] not in ("loc", "scale")
+        )
+
+    assert flow_weights(full) == 400 * 80 * 81 + 80 * 81
+    assert flow_weights(cheap) == 400 * 64 + 64 + 64 * 80 * 81 + 80 * 81
+    assert flow_weights(full) / flow_weights(cheap) > 5.8
+    # with no maps there is nothing to share: no bottleneck, the diagonal Gaussian's weights
+    assert AmortizedFlow(40, 0, head_units=64).flow_features is None
+
+
 def test_amortized_flow_config_round_trip_and_bad_arguments():
     layer = AmortizedFlow(event_size=4, num_layers=5, flow="radial", scale="exp", name="q")
     clone = AmortizedFlow.from_config(layer.get_config())
     assert (
         clone.get_config() == layer.get_config() and clone.num_layers == 5 and clone.scale == "exp"
     )
+    shared = AmortizedFlow.from_config(AmortizedFlow(4, 5, head_units=3).get_config())
+    assert shared.head_units == 3 and shared.flow_features.units == 3
     for kwargs, match in [
         ({"event_size": 0}, "event_size must be a positive integer, got 0"),
         ({"num_layers": -1}, "num_layers must be an integer >= 0, got -1"),
         ({"flow": "nice"}, "unknown flow 'nice'; amortised flows: planar, radial, sylvester"),
         ({"scale": "relu"}, "unknown scale 'relu'; choose one of: softplus, exp"),
+        ({"head_units": 0}, "head_units must be a positive integer, got 0"),
+        ({"head_units": 2.5}, "head_units must be a positive integer, got 2.5"),
     ]:
         with pytest.raises(ValueError, match=match):
             AmortizedFlow(**{"event_size": 2, "num_layers": 1, **kwargs})

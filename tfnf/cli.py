@@ -353,6 +353,8 @@ def _vae(args: argparse.Namespace) -> int:
             flow_options["step_size"] = args.step_size
     elif args.flow == "sylvester":
         flow_options = {"rank": args.rank, "variant": args.variant or "orthogonal"}
+    if args.head_units is not None:
+        flow_options = {**(flow_options or {}), "head_units": args.head_units}
     model = models.FlowVAE(
         latent_size=args.latent,
         hidden_units=args.hidden,
@@ -393,6 +395,7 @@ def _vae(args: argparse.Namespace) -> int:
     settings += [f"KL warm-up over {args.warmup_epochs} epochs"] if args.warmup_epochs else []
     settings += [f"rate halved after {args.lr_patience} flat epochs"] if args.lr_patience else []
     settings += [f"budget {args.budget_minutes:g} min"] if args.budget_minutes else []
+    settings += [f"flow heads through {args.head_units} units"] if args.head_units else []
     if validation is not None:
         settings += [
             f"validated on {len(validation)} images, best kept"
@@ -775,6 +778,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sylvester only: how Q is made (default orthogonal)",
     )
     flow_vae.add_argument(
+        "--head-units",
+        type=_integer(1),
+        default=None,
+        help="the amortised maps' heads read the encoder's features through R shared units "
+        "(a rank-R bottleneck; default: none, each head reads them)",
+    )
+    flow_vae.add_argument(
         "--planar-layers",
         type=_integer(0),
         default=0,
@@ -983,6 +993,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                 f"tfnf vae: error: argument --rank: at most --latent ({args.latent}), "
                 f"got {args.rank}\n",
             )
+        amortized_maps = args.planar_layers if args.flow == "hamiltonian" else args.layers
+        if args.head_units is not None and not amortized_maps:
+            parser.exit(
+                2,
+                "tfnf vae: error: argument --head-units: shapes the heads of amortised maps, and "
+                "this model has none (--layers 0, or hamiltonian without --planar-layers)\n",
+            )
         if args.flow == "hamiltonian" and args.layers == 0:
             parser.exit(
                 2,
@@ -1027,8 +1044,13 @@ FLOW_RUN_ARGUMENTS = {
 }
 
 
+# ... and options newer than the records, kept in a run's arguments only where they are set.
+OPTIONAL_RUN_ARGUMENTS = ("head_units",)
+
+
 def _run_arguments(args: argparse.Namespace) -> dict:
     names_ = RUN_ARGUMENTS + FLOW_RUN_ARGUMENTS.get(args.flow, ())
+    names_ += tuple(name for name in OPTIONAL_RUN_ARGUMENTS if getattr(args, name) is not None)
     return {name: getattr(args, name) for name in names_}
 
 
@@ -1041,9 +1063,11 @@ def _backup_mismatch(args: argparse.Namespace) -> str | None:
         saved = json.loads(record.read_text())
     except (OSError, ValueError) as error:
         return f"{str(record)!r} is unreadable ({error}); remove the directory to start afresh"
+    here = _run_arguments(args)
+    here.update({name: getattr(args, name) for name in OPTIONAL_RUN_ARGUMENTS})
     differ = [
         f"--{name.replace('_', '-')} {saved.get(name)!r} there, {value!r} here"
-        for name, value in _run_arguments(args).items()
+        for name, value in here.items()
         if saved.get(name) != value
     ]
     if not differ:

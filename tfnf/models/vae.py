@@ -147,8 +147,9 @@ class FlowVAE(GuardedTraining, keras.Model):
             et al. 2016) with S samples of q per image: loss = -mean(logsumexp_s w_s - ln S),
             and `elbo`, `reconstruction`, `kl` average over the S samples.
         flow_options: options of `layers.AmortizedFlow` for the flow, e.g. {"rank": 8,
-            "variant": "householder"} for "sylvester"; for "hamiltonian", `planar_layers`,
-            `step_size` (0.01), `initial_beta` and `tempering`.
+            "variant": "householder"} for "sylvester", or {"head_units": 64} for heads that
+            read the encoder's features through 64 shared units (6x cheaper at K = 80); for
+            "hamiltonian", `planar_layers`, `step_size` (0.01), `initial_beta` and `tempering`.
         encoder_noise: sigma >= 0; in training, the encoder sees x + sigma * N(0, I) while the
             decoder reconstructs x (the denoising VAE of Im et al. 2017, a regulariser of the
             amortised posterior, Shu et al. 2018); evaluation and -ln p(x) encode x itself.
