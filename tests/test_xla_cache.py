@@ -136,10 +136,33 @@ def test_off_switch_the_users_own_cache_and_a_childs_own_directory(tmp_path):
     assert child["flags"] == f"--xla_other_flag=1 {_xla_cache.FLAG}={child['private']}"
 
 
-def test_the_store_is_named_by_tensorflows_version_and_the_cpu(tmp_path, monkeypatch):
+def test_the_store_is_named_by_tensorflows_version_the_cpu_and_the_flags(tmp_path, monkeypatch):
     import importlib.metadata
 
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{_xla_cache.FLAG}=/a/private/directory")
     one = _xla_cache.store_directory(tmp_path)
     assert one.name.startswith(f"tf-{importlib.metadata.version('tensorflow')}-")
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{_xla_cache.FLAG}=/another/one")  # not a flag of XLA's
+    assert _xla_cache.store_directory(tmp_path) == one
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    fast = _xla_cache.store_directory(tmp_path)
+    assert fast != one
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setenv("TF_XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    assert _xla_cache.store_directory(tmp_path) == fast  # the same flag, either variable
+    monkeypatch.delenv("TF_XLA_FLAGS")
     monkeypatch.setattr(_xla_cache, "_cpu_features", lambda: "another cpu")
     assert _xla_cache.store_directory(tmp_path) != one
+
+
+@pytest.mark.xdist_group("xla_cache")
+def test_a_process_with_other_xla_flags_compiles_its_own_program(tmp_path, reference):
+    # TensorFlow's cache key leaves XLA_FLAGS out: sharing one store, the second process would
+    # load the first one's program and dump nothing.
+    run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
+    dump = tmp_path / "dump"
+    flagged = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path), XLA_FLAGS=f"--xla_dump_to={dump}")
+    assert flagged["weights"] == reference["weights"]
+    assert list(dump.glob("*inference_execution*")), "the program was loaded, not compiled"
+    assert len({entry.parent for entry in entries(tmp_path)}) == 2  # one store each

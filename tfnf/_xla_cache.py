@@ -9,8 +9,12 @@ writing the same program) stays behind, and measured here a truncated entry was
 loaded and trained to different weights without an error. So tfnf never lets
 TensorFlow write into the shared directory:
 
-- the store, `<cache>/tfnf/xla/<TensorFlow version, machine, CPU features>/`, holds only
-  entries that were checked whole; another TensorFlow or another CPU gets another store;
+- the store, `<cache>/tfnf/xla/<TensorFlow version, machine, CPU features, flags>/`, holds
+  only entries that were checked whole; another TensorFlow, another CPU or other XLA flags
+  (XLA_FLAGS, TF_XLA_FLAGS) get another store: TensorFlow's own key leaves the flags out, so
+  measured here a process with `XLA_FLAGS=--xla_dump_to=DIR` loaded the program a process
+  without flags had compiled (a flag such as --xla_cpu_enable_fast_math would be ignored
+  the same way);
 - each process gets a private directory beside it, with links to the store's entries
   that pass the check (a complete protocol-buffer record with a key, the program and a
   non-empty executable), and TensorFlow reads and writes there;
@@ -90,8 +94,14 @@ def _cpu_features() -> str:
     return platform.processor()
 
 
+def _compiler_flags() -> str:
+    """XLA_FLAGS and TF_XLA_FLAGS, less the cache's own directory, in a canonical order."""
+    tokens = f"{os.environ.get('XLA_FLAGS', '')} {os.environ.get('TF_XLA_FLAGS', '')}".split()
+    return " ".join(sorted(t for t in tokens if not t.startswith(f"{FLAG}=")))
+
+
 def store_directory(root: str | os.PathLike | None = None) -> pathlib.Path:
-    """The store for this TensorFlow on this machine's CPU."""
+    """The store for this TensorFlow on this machine's CPU, with these compiler flags."""
     if root is None:
         root = os.environ.get("TFNF_XLA_CACHE_DIR") or pathlib.Path(
             os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache", "tfnf", "xla"
@@ -100,7 +110,9 @@ def store_directory(root: str | os.PathLike | None = None) -> pathlib.Path:
         version = importlib.metadata.version("tensorflow")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    features = hashlib.sha256(f"{platform.machine()} {_cpu_features()}".encode()).hexdigest()
+    features = hashlib.sha256(
+        f"{platform.machine()} {_cpu_features()}\n{_compiler_flags()}".encode()
+    ).hexdigest()
     return pathlib.Path(root) / f"tf-{version}-{platform.machine()}-{features[:16]}"
 
 
