@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -198,9 +197,9 @@ def record(lines) -> None:
 
 
 def machine() -> str:
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
-    )
+    from tfnf._machine import machine as described
+
+    return described()
 
 
 def main():

@@ -3,6 +3,7 @@
 import ast
 import importlib
 import inspect
+import os
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,19 @@ def test_every_public_name_has_one_home_and_no_two_classes_share_a_name():
     shared = {name: owners for name, owners in classes.items() if len(owners) > 1}
     assert not shared, f"public classes sharing a name: {shared}"
     assert {"PlanarFlow", "PlanarStack", "NormalizingFlow", "FlowVAE"} <= set(classes)
+
+
+def test_benchmark_records_name_the_cpu_and_its_vector_width():
+    # Records said "x86_64, 2 cores" on machines that differ twofold in speed.
+    from tfnf import _machine
+
+    zen3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+    zen3 += "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 sha_ni\nprocessor\t: 1\n"
+    assert _machine.cpu(zen3) == "AMD EPYC (family 25, model 1; AVX2)"
+    xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
+    xeon += "flags\t\t: avx avx2 avx512f avx512bw\n"
+    assert _machine.cpu(xeon) == "Intel(R) Xeon(R) Platinum 8488C (family 6, model 143; AVX-512)"
+    graviton = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\nCPU part\t: 0xd40\n"
+    assert _machine.cpu(graviton).endswith("(NEON)")
+    text = _machine.machine()
+    assert f", {os.cpu_count()} cores, TF " in text and _machine.cpu() in text

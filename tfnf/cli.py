@@ -560,11 +560,9 @@ def _append_json(path: Path, record: dict) -> None:
 
 
 def _machine() -> str:
-    import platform
+    from tfnf._machine import machine
 
-    import tensorflow as tf
-
-    return f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
+    return machine()
 
 
 def _csv_beside(out) -> Path:

@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -74,7 +73,9 @@ def measure(peer: str, size: tuple, steps: int) -> dict:
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from tfnf._machine import machine as described
+
+    return described(tensorflow=False)
 
 
 def main():
