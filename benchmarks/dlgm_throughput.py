@@ -2,6 +2,7 @@
 
     python benchmarks/dlgm_throughput.py            # K = 0, 10, 40, 80, 3 rounds; records
     python benchmarks/dlgm_throughput.py --quick    # K = 0, 10, one round, 2,000 images; prints
+    python benchmarks/dlgm_throughput.py --layers 80 --head-units 64   # also the cheaper heads
 
 Each measurement runs in a fresh process: one epoch of `--images` images of
 batch 100 to warm up (tracing, compiling), then the images/s of a second
@@ -50,21 +51,24 @@ def images(n: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((n, 784)) < 0.13).astype("float32")
 
 
-def tfnf_model(num_layers: int, num_train: int):
+def tfnf_model(num_layers: int, num_train: int, head_units: int | None = None):
     import keras
 
     from tfnf import models
 
     keras.utils.set_random_seed(0)
     model = models.FlowVAE(
-        num_layers=num_layers, kl_warmup=50 * math.ceil(num_train / BATCH), seed=0
+        num_layers=num_layers,
+        kl_warmup=50 * math.ceil(num_train / BATCH),
+        flow_options={"head_units": head_units} if head_units else None,
+        seed=0,
     )
     # as `tfnf vae` compiles it: 10 steps per execution (the same updates, fewer calls)
     model.compile(optimizer=keras.optimizers.Adamax(5e-4), steps_per_execution=10)
     return model
 
 
-def time_tfnf(num_layers: int, n: int) -> float:
+def time_tfnf(num_layers: int, n: int, head_units: int | None = None) -> float:
     """Images per second of `FlowVAE.fit`'s second epoch, fed as `tfnf vae` feeds it: one
     dataset of every epoch's batches, each epoch's order drawn from (seed, epoch), rows gathered
     batch by batch."""
@@ -72,7 +76,7 @@ def time_tfnf(num_layers: int, n: int) -> float:
 
     from tfnf import cli
 
-    model = tfnf_model(num_layers, n)
+    model = tfnf_model(num_layers, n, head_units)
     batches = cli._epoch_orders(images(n), BATCH, seed=0, first=0, epochs=2)
 
     class EpochTimes(keras.callbacks.Callback):
@@ -211,7 +215,7 @@ def time_matmuls(repeats: int = 200) -> dict:
 
 def one(args) -> dict:
     if args.one == "tfnf":
-        return {"images_per_s": time_tfnf(args.layers, args.images)}
+        return {"images_per_s": time_tfnf(args.layers, args.images, args.head_units)}
     if args.one in ("torch", "torch-compile"):
         return {"images_per_s": time_torch(args.layers, args.images, args.one == "torch-compile")}
     if args.one == "check":
@@ -219,8 +223,9 @@ def one(args) -> dict:
     return time_matmuls()
 
 
-def measure(what: str, num_layers: int, n: int) -> dict:
+def measure(what: str, num_layers: int, n: int, head_units: int | None = None) -> dict:
     command = [sys.executable, __file__, "--one", what, "--layers", str(num_layers)]
+    command += ["--head-units", str(head_units)] if head_units else []
     out = subprocess.run(
         [*command, "--images", str(n)], capture_output=True, text=True, check=False
     )
@@ -230,13 +235,9 @@ def measure(what: str, num_layers: int, n: int) -> dict:
 
 
 def machine() -> str:
-    import platform
+    from tfnf._machine import machine as described
 
-    import tensorflow as tf
-
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
-    )
+    return described()
 
 
 def main():
@@ -245,6 +246,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=20_000, help="images per epoch")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 10, 40, 80])
+    parser.add_argument(
+        "--head-units",
+        type=int,
+        default=None,
+        help="also time tfnf with the flow heads through R shared units (K > 0)",
+    )
     parser.add_argument(
         "--one", choices=[*IMPLEMENTATIONS, "check", "matmul"], help=argparse.SUPPRESS
     )
@@ -259,12 +266,15 @@ def main():
     for k in args.layers:
         gap = measure("check", k, 0)["max_gap_nats"]
         print(f"K = {k}: tfnf and PyTorch agree to {gap:.1e} nats per image", flush=True)
+    shared = [k for k in args.layers if k] if args.head_units else []
     rates = {(what, k): [] for what in IMPLEMENTATIONS for k in args.layers}
+    rates.update({("tfnf-heads", k): [] for k in shared})
     for r in range(args.rounds):
-        order = IMPLEMENTATIONS if r % 2 == 0 else tuple(reversed(IMPLEMENTATIONS))
         for k in args.layers:
-            for what in order:
-                rate = measure(what, k, args.images)["images_per_s"]
+            order = IMPLEMENTATIONS + (("tfnf-heads",) if k in shared else ())
+            for what in order if r % 2 == 0 else reversed(order):
+                units = args.head_units if what == "tfnf-heads" else None
+                rate = measure(what.removesuffix("-heads"), k, args.images, units)["images_per_s"]
                 rates[what, k].append(rate)
                 print(f"round {r + 1}: {what} K = {k}: {rate:.0f} images/s", flush=True)
     matmuls = measure("matmul", 0, 0)
@@ -287,6 +297,13 @@ def main():
             for what in IMPLEMENTATIONS
         ]
         lines.append(f"| {k} | {' | '.join(cells)} | {median['tfnf', k] / best:.2f} |")
+    for k in shared:
+        lines.append(
+            f"\nWith the flow heads through {args.head_units} shared units (`head_units`), "
+            f"K = {k}: tfnf {median['tfnf-heads', k]:,.0f} images/s "
+            f"({min(rates['tfnf-heads', k]):,.0f} - {max(rates['tfnf-heads', k]):,.0f}), "
+            f"{median['tfnf-heads', k] / median['tfnf', k]:.2f}x its full heads."
+        )
     xla, numpy_rate = (matmuls["flops"] / matmuls[key] / 1e9 for key in ("xla_s", "numpy_s"))
     lines.append(
         f"\nThe K = 0 step's matrix products ({matmuls['flops'] / 1e6:.0f} MFLOP per step of "
@@ -312,8 +329,10 @@ def main():
             "images_per_epoch": args.images,
             "rounds": args.rounds,
             "images_per_s": {
-                what: {str(k): rates[what, k] for k in args.layers} for what in IMPLEMENTATIONS
+                what: {str(k): rates[what, k] for k in args.layers if (what, k) in rates}
+                for what in (*IMPLEMENTATIONS, *(("tfnf-heads",) if shared else ()))
             },
+            **({"head_units": args.head_units} if shared else {}),
             "k0_matmul_flops": matmuls["flops"],
             "matmul_seconds": {"xla": matmuls["xla_s"], "numpy": matmuls["numpy_s"]},
         }
