@@ -81,3 +81,30 @@ def test_vae_mnist_models_name_their_flow_and_options_and_pass_them_to_the_comma
     )
     with pytest.raises(SystemExit, match="is not K:seed"):
         vae_mnist.Model.parse("10")
+
+
+def test_vae_mnist_table_takes_the_recipes_latest_runs_and_leaves_ablations_apart(
+    tmp_path, monkeypatch
+):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import json
+
+    import vae_mnist
+
+    def record(k, seed, nll, model=None, **arguments):
+        arguments = {"budget_minutes": 60.0, "optimizer": "adamax", **arguments}
+        return {"flow": "planar", "num_layers": k, "seed": seed, "nll": nll, "model": model,
+                "arguments": arguments}  # fmt: skip
+
+    records = [
+        record(10, 0, 88.5),  # an early record, before records named their model
+        record(10, 0, 88.1, "planar_k10_seed0"),
+        record(10, 0, 86.0, "planar_k10_seed0_warmupepochs0", warmup_epochs=0),
+        record(80, 0, 87.0, "planar_k80_seed0_headunits64", head_units=64),
+        record(0, 0, 90.4, "planar_k0_seed0", optimizer="rmsprop"),
+        record(0, 1, 91.1, "planar_k0_seed1", budget_minutes=30.0),
+    ]
+    path = tmp_path / "vae_mnist.json"
+    path.write_text(json.dumps(records))
+    monkeypatch.setattr(vae_mnist, "RECORDS", path)
+    assert {key: r["nll"] for key, r in vae_mnist.latest(60.0).items()} == {(10, 0): 88.1}
