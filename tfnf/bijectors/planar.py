@@ -34,6 +34,42 @@ def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b, axis=-1)
 
 
+# Below this many dimensions the element-wise form is the faster (K = 32, D = 2: 1.4-1.6 ms
+# a step against 2.2 as products; benchmarks/RESULTS.md).
+MATVEC_MIN_DIM = 8
+
+
+def _wide(z: tf.Tensor) -> bool:
+    """Rows of at least MATVEC_MIN_DIM (static) numbers, in a batch of them."""
+    rank = z.shape.rank
+    return rank is not None and rank > 1 and (z.shape[-1] or 0) >= MATVEC_MIN_DIM
+
+
+def _dot_rows(z: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+    """z.v over the last axis, z [..., D], v broadcast against it -> [...].
+
+    When v is one vector shared by every row of z (a flow's own maps, not amortised
+    ones) this is a matrix-vector product, which XLA emits as one; an element-wise
+    product and a sum over the last axis is a reduction XLA's CPU backend does not
+    vectorise (benchmarks/RESULTS.md).
+    """
+    if v.shape.rank == 1 and _wide(z):
+        return tf.tensordot(z, v, 1)
+    return _dot(z, v)
+
+
+def _sum_rows_outer(a: tf.Tensor, x: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """a[..., None] * x, summed over the axes where `like` (a constant of the maps) was shared.
+
+    For a vector `like` [D] and x [..., D] the sum over every leading axis is x^T a,
+    a matrix-vector product; otherwise the per-row products, which the caller sums.
+    """
+    if like.shape.rank == 1 and _wide(x):
+        axes = list(range(x.shape.rank - 1))
+        return tf.tensordot(a, x, [axes, axes])
+    return a[..., tf.newaxis] * x
+
+
 def _over_norm_sq(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     """x / ||w||^2 over the last axis, and 0 where w = 0 (the map is then a shift)."""
     w_sq = _dot(w, w)[..., tf.newaxis]
@@ -117,14 +153,14 @@ def _solve_alpha(c: tf.Tensor, one_plus_m: tf.Tensor, b: tf.Tensor, iterations: 
 def _step(constants: tuple, z: tf.Tensor) -> tuple:
     """One planar map from (u_hat, w, b, 1 + w.u_hat): (f(z), log|det df/dz|), eq. 10-12."""
     u_hat, w, b, one_plus_m = constants
-    t = tf.tanh(_dot(w, z) + b)
+    t = tf.tanh(_dot_rows(z, w) + b)
     return z + u_hat * t[..., tf.newaxis], tf.math.log(_jacobian_factor(t, one_plus_m))
 
 
 def _step_saving(constants: tuple, z: tf.Tensor) -> tuple:
     """`_step`, and what running it backwards needs: (f(z), log|det|, t = tanh(w.z + b))."""
     u_hat, w, b, one_plus_m = constants
-    t = tf.tanh(_dot(w, z) + b)
+    t = tf.tanh(_dot_rows(z, w) + b)
     return z + u_hat * t[..., tf.newaxis], tf.math.log(_jacobian_factor(t, one_plus_m)), t
 
 
@@ -139,7 +175,8 @@ def _step_reverse(constants: tuple, y: tf.Tensor, t: tf.Tensor, grad_y, grad_log
 
     and for the constants: dL/du_hat = grad_y t, dL/dw = dL/da z, dL/db = dL/da,
     dL/d(1 + m) = grad_log_det (1 - t^2) / J, per sample (the caller sums them over
-    the samples that share a constant).
+    the samples that share a constant; dL/du_hat and dL/dw come summed already when
+    u_hat and w are single vectors, as matrix-vector products).
 
     Returns:
         (z, dL/dz, (dL/du_hat, dL/dw, dL/db, dL/d(1 + m))).
@@ -148,11 +185,13 @@ def _step_reverse(constants: tuple, y: tf.Tensor, t: tf.Tensor, grad_y, grad_log
     z = y - u_hat * t[..., tf.newaxis]
     s = 1.0 - tf.square(t)
     jacobian = _jacobian_factor(t, one_plus_m)
-    grad_a = _dot(grad_y, u_hat) * s + grad_log_det * 2.0 * t * s * (1.0 - one_plus_m) / jacobian
+    grad_a = (
+        _dot_rows(grad_y, u_hat) * s + grad_log_det * 2.0 * t * s * (1.0 - one_plus_m) / jacobian
+    )
     grad_z = grad_y + grad_a[..., tf.newaxis] * w
     grads = (
-        grad_y * t[..., tf.newaxis],
-        grad_a[..., tf.newaxis] * z,
+        _sum_rows_outer(t, grad_y, u_hat),
+        _sum_rows_outer(grad_a, z, w),
         grad_a,
         grad_log_det * s / jacobian,
     )
