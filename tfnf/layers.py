@@ -794,7 +794,7 @@ class AmortizedFlow(keras.layers.Layer):
 
         The same pair as `distribution_from(params).experimental_sample_and_log_prob`,
         with the base noise drawn as `DiagonalNormal.sample_and_log_prob` does
-        (Philox, the fast stateless algorithm under XLA on a CPU):
+        (`sampling.standard_normal`):
         z0 = loc + scale * eps and ln q_K(z) = ln q0(z0) - sum_k ln|det df_k/dz_{k-1}|.
 
         Arguments:
