@@ -162,7 +162,62 @@ def test_a_process_with_other_xla_flags_compiles_its_own_program(tmp_path, refer
     # load the first one's program and dump nothing.
     run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path))
     dump = tmp_path / "dump"
-    flagged = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path), XLA_FLAGS=f"--xla_dump_to={dump}")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}".strip()  # and the suite's
+    flagged = run(FIT, TFNF_XLA_CACHE_DIR=str(tmp_path), XLA_FLAGS=flags)
     assert flagged["weights"] == reference["weights"]
     assert list(dump.glob("*inference_execution*")), "the program was loaded, not compiled"
     assert len({entry.parent for entry in entries(tmp_path)}) == 2  # one store each
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protocol-buffer field (wire type 2), its tag and length as varints."""
+
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+            value >>= 7
+            if not value:
+                return bytes(out)
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_the_check_reads_only_the_records_headers(tmp_path, monkeypatch):
+    # The store is checked at every import of tfnf: reading each entry whole cost about two
+    # seconds with the 512 MB store cold. A record of 4 MB is judged from under 100 bytes.
+    record = _field(1, b"key") + _field(2, bytes(2**21)) + _field(3, b"\x01" * 2**21)
+    path = tmp_path / "entry.pb"
+    read = []
+
+    class Counting:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def read(self, n=-1):
+            data = self.file.read(n)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    monkeypatch.setattr(_xla_cache, "open", lambda p, mode: Counting(open(p, mode)), raising=False)
+    for payload, whole in [
+        (record, True),
+        (record[:-1], False),  # the executable cut short
+        (record + b"\x00", False),  # a byte past the last field
+        (record[: len(record) // 2], False),  # the program cut short
+        (_field(1, b"key") + _field(2, b"hlo"), False),  # no executable
+        (_field(1, b"key") + _field(2, b"hlo") + _field(3, b""), False),  # an empty one
+    ]:
+        path.write_bytes(payload)
+        read.clear()
+        assert _xla_cache.is_complete(path) is whole
+        assert 0 < sum(read) < 100, sum(read)

@@ -45,45 +45,50 @@ MARKER = "TFNF_XLA_CACHE_PRIVATE"
 STORE_LIMIT_BYTES = 512 * 2**20
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
+def _varint(read, position: int) -> tuple[int, int]:
+    """The varint at `position` of a record read through `read(position, n)`, and the position
+    after it."""
+    data = read(position, 10)  # a 64-bit varint takes at most 10 bytes
     value = shift = 0
-    while True:
-        if i >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[i]
-        i += 1
+    for i, byte in enumerate(data):
         value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return value, i
+            return value, position + i + 1
+    raise ValueError("truncated varint")
 
 
 def is_complete(path: pathlib.Path) -> bool:
     """Whether the file is a whole XlaSerializedCacheEntry: key (1), program (2), executable (3).
 
     Walks the record's top-level wire format: every field must end inside the file,
-    the last exactly at its end, and the executable must be there and non-empty.
+    the last exactly at its end, and the executable must be there and non-empty. Only
+    the fields' headers are read (a few bytes each, by seeking past their contents), so
+    checking the whole store at import costs milliseconds, not a read of every program.
     """
     try:
-        data = path.read_bytes()
-    except OSError:
+        with open(path, "rb") as file:
+            end = os.fstat(file.fileno()).st_size
+
+            def read(position: int, n: int) -> bytes:
+                file.seek(position)
+                return file.read(n)
+
+            lengths, i = {}, 0
+            while i < end:
+                tag, i = _varint(read, i)
+                field, wire = tag >> 3, tag & 7
+                if wire == 2:
+                    size, i = _varint(read, i)
+                    i += size
+                    lengths[field] = size
+                elif wire == 0:
+                    _, i = _varint(read, i)
+                else:
+                    return False
+    except (OSError, ValueError):
         return False
-    lengths, i = {}, 0
-    try:
-        while i < len(data):
-            tag, i = _varint(data, i)
-            field, wire = tag >> 3, tag & 7
-            if wire == 2:
-                size, i = _varint(data, i)
-                i += size
-                lengths[field] = size
-            elif wire == 0:
-                _, i = _varint(data, i)
-            else:
-                return False
-    except ValueError:
-        return False
-    return i == len(data) and all(lengths.get(field, 0) > 0 for field in (1, 2, 3))
+    return i == end and all(lengths.get(field, 0) > 0 for field in (1, 2, 3))
 
 
 def _cpu_features() -> str:
