@@ -345,24 +345,29 @@ def test_stack_of_batched_layers_acts_per_batch_member(rng):
 
 @pytest.mark.parametrize("batch", [(), (3,)])
 @pytest.mark.parametrize(
-    "name, unroll, matvec",
+    "name, unroll, matvec, columns",
     # UNROLL: planar's sweep only; matvec: planar's dot products and parameter gradients as
-    # matrix-vector products (at D >= MATVEC_MIN_DIM; here at D = 3, over two sample axes)
-    [(f, 1, False) for f in FAMILIES] + [("planar", 3, False), ("planar", 1, True)],
+    # matrix-vector products (at D >= MATVEC_MIN_DIM; here at D = 3); columns: a flow's own
+    # maps on a [B, D] batch run on its transpose (stack.COLUMNS), else on the rows, here over
+    # two sample axes for the products. With batch (3,) the maps are a batch: rows.
+    [(f, 1, False, True) for f in FAMILIES]
+    + [("planar", 3, False, True), ("planar", 1, True, True)]
+    + [("planar", 1, False, False), ("planar", 1, True, False)],
 )
 def test_stack_forward_sweep_gradients_equal_autodiff_through_a_chain(
-    name, batch, unroll, matvec, rng, monkeypatch
+    name, batch, unroll, matvec, columns, rng, monkeypatch
 ):
     # Stack's sweep has a hand-made gradient (planar: in closed form, UNROLL maps per loop
     # iteration; radial: rematerialising); TF's autodiff through TFP's Chain of the slices is
     # the reference, eagerly and under XLA.
     monkeypatch.setattr(bijectors.stack, "UNROLL", unroll)
+    monkeypatch.setattr(bijectors.stack, "COLUMNS", columns)
     if matvec:
         monkeypatch.setattr(bijectors.planar, "MATVEC_MIN_DIM", 1)
     num = 4
     layers = elementary(name, rng, batch=(num, *batch))
     params = [tf.Variable(p) for p in layers.parameters.values() if isinstance(p, np.ndarray)]
-    samples = (2, 7) if matvec else (7,)
+    samples = (2, 7) if matvec and not columns else (7,)
     x = tf.constant(rng.normal(size=(*samples, *batch, D)))
     cot_y, cot_ldj = rng.normal(size=(*samples, *batch, D)), rng.normal(size=(*samples, *batch))
 

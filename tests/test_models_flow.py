@@ -141,15 +141,22 @@ def test_eager_graph_and_several_steps_per_execution_reach_the_same_weights():
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype, rtol, unroll", [("float64", 1e-11, 1), ("float32", 2e-5, 1)])
-def test_closed_form_backward_trains_to_the_weights_of_the_tape(monkeypatch, dtype, rtol, unroll):
+@pytest.mark.parametrize(
+    "dtype, rtol, unroll, columns",
+    [("float64", 1e-11, 1, True), ("float32", 2e-5, 1, True), ("float64", 1e-11, 1, False)],
+)
+def test_closed_form_backward_trains_to_the_weights_of_the_tape(
+    monkeypatch, dtype, rtol, unroll, columns
+):
     # The planar Stack backpropagates in closed form, recovering each map's input from its
-    # output; the tape that re-runs each map (checked against autodiff through a TFP Chain in
-    # test_bijectors) is the reference: after 20 steps under XLA the weights agree to round-off.
+    # output, with the batch as columns (stack.COLUMNS) or as rows; the tape that re-runs each
+    # map on the rows (checked against autodiff through a TFP Chain in test_bijectors) is the
+    # reference: after 20 steps under XLA the weights agree to round-off.
     # With 3 maps per loop iteration, K = 8 runs two looped blocks and two maps unrolled.
     from tfnf.bijectors import stack
 
     monkeypatch.setattr(stack, "UNROLL", unroll)
+    monkeypatch.setattr(stack, "COLUMNS", columns)
 
     def trained():
         model = make(num_layers=8, seed=3, dtype=dtype)
@@ -158,6 +165,7 @@ def test_closed_form_backward_trains_to_the_weights_of_the_tape(monkeypatch, dty
         return weights(model)
 
     ours = trained()
+    monkeypatch.setattr(stack, "COLUMNS", False)
     monkeypatch.setattr(stack, "_reversible_sweep", stack._sweep)
     for a, b in zip(ours, trained(), strict=True):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)

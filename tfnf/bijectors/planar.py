@@ -198,8 +198,49 @@ def _step_reverse(constants: tuple, y: tf.Tensor, t: tf.Tensor, grad_y, grad_log
     return z, grad_z, grads
 
 
-# A `Stack` of planar maps backpropagates with these instead of a tape (`stack._sweep`).
+def _column_dot(v: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    """v.z for every column of z: v [D], z [D, B] -> [B].
+
+    A sum over the leading axis, which vectorises along the batch; from
+    MATVEC_MIN_DIM dimensions up a vector-matrix product.
+    """
+    if (z.shape[0] or 0) >= MATVEC_MIN_DIM:
+        return tf.tensordot(v, z, 1)
+    return tf.reduce_sum(v[:, tf.newaxis] * z, axis=0)
+
+
+def _columns_saving(constants: tuple, z: tf.Tensor) -> tuple:
+    """`_step_saving` for one map's own vectors u_hat, w [D] and the batch as columns, z [D, B]."""
+    u_hat, w, b, one_plus_m = constants
+    t = tf.tanh(_column_dot(w, z) + b)
+    return z + u_hat[:, tf.newaxis] * t, tf.math.log(_jacobian_factor(t, one_plus_m)), t
+
+
+def _columns_reverse(constants: tuple, y: tf.Tensor, t: tf.Tensor, grad_y, grad_log_det) -> tuple:
+    """`_step_reverse` with the batch as columns (y, grad_y [D, B]); the constants' gradients
+    come summed over the batch: dL/du_hat = grad_y t, dL/dw = z dL/da (matrix-vector products),
+    dL/db and dL/d(1 + m) sums over the batch."""
+    u_hat, w, _, one_plus_m = constants
+    z = y - u_hat[:, tf.newaxis] * t
+    s = 1.0 - tf.square(t)
+    jacobian = _jacobian_factor(t, one_plus_m)
+    grad_a = (
+        _column_dot(u_hat, grad_y) * s + grad_log_det * 2.0 * t * s * (1.0 - one_plus_m) / jacobian
+    )
+    grad_z = grad_y + w[:, tf.newaxis] * grad_a
+    grads = (
+        tf.linalg.matvec(grad_y, t),
+        tf.linalg.matvec(z, grad_a),
+        tf.reduce_sum(grad_a),
+        tf.reduce_sum(grad_log_det * s / jacobian),
+    )
+    return z, grad_z, grads
+
+
+# A `Stack` of planar maps backpropagates with these instead of a tape (`stack._sweep`);
+# with the batch as columns where every map's constants are single vectors.
 _step.saving, _step.reverse = _step_saving, _step_reverse
+_step.columns = (_columns_saving, _columns_reverse)
 
 
 class PlanarFlow(tfp.bijectors.AutoCompositeTensorBijector):
