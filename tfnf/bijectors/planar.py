@@ -5,6 +5,8 @@ References:
     ICML 2015, eq. 10-12 and Appendix A.1.
 """
 
+import types
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import dtype_util, parameter_properties, tensor_util
@@ -237,10 +239,17 @@ def _columns_reverse(constants: tuple, y: tf.Tensor, t: tf.Tensor, grad_y, grad_
     return z, grad_z, grads
 
 
+def _columns_apply(constants: tuple) -> bool:
+    """Whether the column form fits: u_hat, w [K, D] and b, 1 + w.u_hat [K], no batch axes."""
+    return [c.shape.rank for c in constants] == [2, 2, 1, 1]
+
+
 # A `Stack` of planar maps backpropagates with these instead of a tape (`stack._sweep`);
 # with the batch as columns where every map's constants are single vectors.
 _step.saving, _step.reverse = _step_saving, _step_reverse
-_step.columns = (_columns_saving, _columns_reverse)
+_step.columns = types.SimpleNamespace(
+    saving=_columns_saving, reverse=_columns_reverse, applies=_columns_apply
+)
 
 
 class PlanarFlow(tfp.bijectors.AutoCompositeTensorBijector):

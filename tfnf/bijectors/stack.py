@@ -1,8 +1,5 @@
 """K bijectors of one family, applied one after another as a single traced loop."""
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import prefer_static as ps
@@ -114,13 +111,16 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
         # outside the loop, and a step that uses one slice: the loop body is then a few
         # fused element-wise ops (benchmarks/RESULTS.md).
         constants, step = self._layers.constants_and_step()
-        if COLUMNS and _by_columns(step, constants, x, ldj):
-            # The batch as columns, z [D, B]: each map's w.z and u_hat t then run along
-            # the batch, the layout that vectorises best (benchmarks/RESULTS.md).
-            saving, reverse = step.columns
-            columns = _Step(saving, reverse)
-            y, ldj = _reversible_sweep(columns, constants, tf.transpose(x), ldj, self._num_layers)
-            return tf.transpose(y), ldj
+        columns = getattr(step, "columns", None)
+        if COLUMNS and columns is not None and x.shape.rank == 2 and ldj.shape.rank == 1:
+            if columns.applies(constants):
+                # A flow's own maps on a [B, D] batch run on x^T, [D, B]: each map's w.z and
+                # u_hat t then run along the batch, the layout that vectorises best
+                # (benchmarks/RESULTS.md).
+                y, ldj = _reversible_sweep(
+                    columns, constants, tf.transpose(x), ldj, self._num_layers
+                )
+                return tf.transpose(y), ldj
         sweep = _reversible_sweep if hasattr(step, "reverse") else _sweep
         return sweep(step, constants, x, ldj, self._num_layers)
 
@@ -152,20 +152,6 @@ class Stack(tfp.bijectors.AutoCompositeTensorBijector):
 
 # Run a flow's own maps (one set of constants for every sample) with the batch as columns.
 COLUMNS = True
-
-
-class _Step(NamedTuple):
-    saving: Callable
-    reverse: Callable
-
-
-def _by_columns(step, constants, x: tf.Tensor, ldj: tf.Tensor) -> bool:
-    """Whether the maps can run on x^T: a step with a column form, x a static [B, D] batch,
-    every constant one [K, ...] tensor of the maps' own (no per-sample axis), ldj [B]."""
-    if not hasattr(step, "columns") or x.shape.rank != 2 or ldj.shape.rank != 1:
-        return False
-    u_hat = tf.nest.flatten(constants)[0]
-    return u_hat.shape.rank == 2
 
 
 def _sum_to(grad: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
