@@ -240,6 +240,68 @@ def test_gradients_reach_the_inputs_and_the_targets_variables(compiled):
         assert np.abs(numeric).max() > 1e-2  # the output depends on it
 
 
+def test_the_steps_are_one_loop_with_the_gradients_of_the_unrolled_steps():
+    # Unrolled, the backward passes of L steps fused under XLA into one kernel whose cost
+    # grew as 2^L (U2 in the box: 1.1 s a step at L = 8). As one loop the target is traced
+    # as often at L = 16 as at L = 1, and the gradients are those of plain autodiff through
+    # the steps written out (nested tapes), in float64, under XLA.
+    rng = np.random.default_rng(5)
+    centre = tf.Variable(rng.normal(size=2), dtype=tf.float64)
+    traces = []
+
+    def target(z):
+        traces.append(1)
+        z = z - centre
+        ring = -0.5 * tf.square((tf.norm(z, axis=-1) - 2.0) / 0.4)
+        return ring + tf.sin(z[..., 0]) * z[..., 1]  # coordinates read by slicing
+
+    x = tf.constant(rng.normal(size=(7, 4)))
+    eps, inverse_mass = np.array([0.12, 0.09]), np.array([1.1, 0.8])
+
+    def gradients(steps):
+        alpha = np.linspace(0.9, 1.1, steps)
+        dynamics = bijectors.Hamiltonian(target, eps, inverse_mass, alpha)
+
+        @tf.function(jit_compile=True)
+        def value_and_grads(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = dynamics.forward(tf.identity(x))
+                value = tf.reduce_sum(tf.cos(y) * tf.range(1.0, 5.0, dtype=tf.float64))
+            return tape.gradient(value, [x, centre])
+
+        del traces[:]
+        grads = value_and_grads(x)
+        return [g.numpy() for g in grads], len(traces)
+
+    def unrolled(steps):
+        alpha = np.linspace(0.9, 1.1, steps)
+
+        def grad_u(z):
+            with tf.GradientTape() as inner:
+                inner.watch(z)
+                value = target(z)
+            return -inner.gradient(value, z)
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z, rho = x[:, :2], x[:, 2:]
+            for k in range(steps):
+                rho = rho - 0.5 * eps * grad_u(z)
+                z = z + eps * inverse_mass * rho
+                rho = (rho - 0.5 * eps * grad_u(z)) * alpha[k]
+            y = tf.concat([z, rho], -1)
+            value = tf.reduce_sum(tf.cos(y) * tf.range(1.0, 5.0, dtype=tf.float64))
+        return [g.numpy() for g in tape.gradient(value, [x, centre])]
+
+    (one, traced_one), (many, traced_many) = gradients(1), gradients(16)
+    assert traced_many == traced_one
+    for steps, grads in ((1, one), (16, many)):
+        for got, want in zip(grads, unrolled(steps), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+            assert np.abs(want).max() > 1e-2
+
+
 def test_a_short_fit_tightens_the_extended_bound_on_u1():
     model = tfnf.NormalizingFlow(
         event_size=2, num_layers=4, flow="hamiltonian", target_log_prob="U1", seed=0

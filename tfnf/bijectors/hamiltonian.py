@@ -43,43 +43,101 @@ def _gradient(log_prob: Callable, z: tf.Tensor) -> tf.Tensor:
     return -tape.gradient(value, z)
 
 
-def _recomputed_gradient(log_prob: Callable, z: tf.Tensor) -> tf.Tensor:
-    """-grad_z log_prob(z), differentiable, with a backward pass that recomputes it.
+def _integrate(step: Callable, order, target_log_prob: Callable, z, rho, parameters):
+    """Runs `step` for the step indices in `order`, one `tf.while_loop`, under one custom gradient.
 
-    Left to autodiff, every leapfrog step keeps its target's intermediates for the
-    second derivatives, and under XLA the step's cost grew faster than the number of
-    steps (benchmarks/RESULTS.md, "Hamiltonian flows").
-    Here the value is computed apart from any outer tape, and its vector-Jacobian
-    product v -> d(-grad ln p . v)/d(z, variables) recomputes the gradient under a
-    fresh tape: a Hessian-vector product in z and the mixed derivatives in the
-    target's variables (a decoder's weights, say), which the tape's watcher finds.
-    Tensors the target captures get no gradient through the dynamics; variables do.
+    step(k, z, rho, g, *parameters) -> (z, rho, g) is one tempered leapfrog step (or
+    its inverse), g = grad U(z) carried from step to step so that each step
+    evaluates the target's gradient once.
+    The forward loop keeps only each step's input state (z, rho, g); the backward
+    loop runs the steps in reverse, recomputing one at a time under a tape for
+    its vector-Jacobian product: Hessian-vector products in z and mixed
+    derivatives in the target's variables (a decoder's weights), which a watcher
+    finds. Tensors the target captures get no gradient through the dynamics;
+    variables do.
+
+    Why not autodiff through L unrolled steps: every step would keep its
+    target's intermediates for the second derivatives, and under XLA the backward
+    pass fused the adjoints of successive steps into one kernel; for a target
+    whose Hessian couples coordinates read by slicing (U2 in the box) each step's
+    adjoint recomputed both coordinates of the next, 2^L times over: 30 ms a
+    step at L = 4, 1.1 s at L = 8 (benchmarks/RESULTS.md). A loop body is its own
+    computation, and the loop compiles once whatever L.
     """
+    order = tf.constant(list(order), tf.int32)
+    num_steps = int(order.shape[0])
     with tf.GradientTape(watch_accessed_variables=True) as watcher:
-        value = tf.stop_gradient(_gradient(log_prob, z))
+        start_gradient = tf.stop_gradient(_gradient(target_log_prob, z))
     variables = list(watcher.watched_variables())
 
     @tf.custom_gradient
-    def attach(z, value):
+    def run(z, rho, *parameters):
         for variable in variables:  # read here, so that custom_gradient passes them to backward
             tf.convert_to_tensor(variable)
+        start = (z, rho, start_gradient)
+        kept = [tf.TensorArray(x.dtype, size=num_steps, element_shape=x.shape) for x in start]
 
-        def backward(upstream, variables=None):
-            sources = [tf.identity(z)] + list(variables or [])  # z, in the backward's graph
+        def forward(i, state, kept):
+            kept = [array.write(i, x) for array, x in zip(kept, state, strict=True)]
+            return i + 1, step(order[i], *state, *parameters), kept
+
+        _, (z, rho, _), kept = tf.while_loop(
+            lambda i, *_: i < num_steps, forward, (0, start, kept), maximum_iterations=num_steps
+        )
+        kept = [array.stack() for array in kept]
+
+        def backward(upstream_z, upstream_rho, variables=None):
+            sources = list(parameters) + list(variables or [])
+
+            def reverse(i, adjoint, totals):
+                state = [x[i] for x in kept]
+                with tf.GradientTape() as tape:
+                    tape.watch(state + list(parameters))
+                    out = step(order[i], *state, *parameters)
+                grads = tape.gradient(
+                    out,
+                    state + sources,
+                    output_gradients=list(adjoint),
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+                grads = [tf.convert_to_tensor(g) for g in grads]
+                totals = [t + g for t, g in zip(totals, grads[3:], strict=True)]
+                return i - 1, tuple(grads[:3]), totals
+
+            adjoint = (upstream_z, upstream_rho, tf.zeros_like(start_gradient))
+            totals = [tf.zeros_like(x) for x in sources]
+            _, (adjoint_z, adjoint_rho, adjoint_g), totals = tf.while_loop(
+                lambda i, *_: i >= 0,
+                reverse,
+                (num_steps - 1, adjoint, totals),
+                maximum_iterations=num_steps,
+            )
+            # the first step's g = grad U(z_0): its Hessian-vector product back to z_0
+            first = tf.identity(kept[0][0])
             with tf.GradientTape() as tape:
-                tape.watch(sources[0])
-                recomputed = _gradient(log_prob, sources[0])
-            grads = tape.gradient(
+                tape.watch(first)
+                recomputed = _gradient(target_log_prob, first)
+            extra = tape.gradient(
                 recomputed,
-                sources,
-                output_gradients=upstream,
+                [first] + list(variables or []),
+                output_gradients=adjoint_g,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-            return (grads[0], tf.zeros_like(value)), grads[1:]
+            extra = [tf.convert_to_tensor(g) for g in extra]
+            parameter_grads = totals[: len(parameters)]
+            variable_grads = [
+                t + g for t, g in zip(totals[len(parameters) :], extra[1:], strict=True)
+            ]
+            return (adjoint_z + extra[0], adjoint_rho, *parameter_grads), variable_grads
 
-        return tf.identity(value), backward
+        return (tf.identity(z), tf.identity(rho)), backward
 
-    return attach(z, value)
+    return run(z, rho, *parameters)
+
+
+def _column(values: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """values[..., k : k + 1] for a scalar tensor k."""
+    return tf.gather(values, k[None], axis=-1)
 
 
 class Hamiltonian(tfp.bijectors.Bijector):
@@ -182,14 +240,6 @@ class Hamiltonian(tfp.bijectors.Bijector):
     def num_steps(self) -> int:
         return self._num_steps
 
-    def _potential_gradient(self, z):
-        """grad U(z) = -grad ln p~(z), row by row (the rows are independent draws).
-
-        Its own derivatives (the Hessian-vector products that training needs) are
-        recomputed from z when asked for (`_recomputed_gradient`), not kept from here.
-        """
-        return _recomputed_gradient(self._target_log_prob, z)
-
     def _split(self, x):
         size = x.shape[-1]
         if size is None or size % 2:
@@ -206,25 +256,28 @@ class Hamiltonian(tfp.bijectors.Bijector):
         )
 
     def _forward(self, x):
-        z, rho = self._split(x)
-        eps, inverse_mass, alpha = self._values()
-        gradient = self._potential_gradient(z)
-        for k in range(self._num_steps):
+        target = self._target_log_prob
+
+        def step(k, z, rho, gradient, eps, inverse_mass, alpha):
             rho = rho - 0.5 * eps * gradient
             z = z + eps * inverse_mass * rho
-            gradient = self._potential_gradient(z)
-            rho = (rho - 0.5 * eps * gradient) * alpha[..., k : k + 1]
+            gradient = _gradient(target, z)
+            return z, (rho - 0.5 * eps * gradient) * _column(alpha, k), gradient
+
+        z, rho = _integrate(step, range(self._num_steps), target, *self._split(x), self._values())
         return tf.concat([z, rho], axis=-1)
 
     def _inverse(self, y):
-        z, rho = self._split(y)
-        eps, inverse_mass, alpha = self._values()
-        gradient = self._potential_gradient(z)
-        for k in reversed(range(self._num_steps)):
-            rho = rho / alpha[..., k : k + 1] + 0.5 * eps * gradient
+        target = self._target_log_prob
+
+        def step(k, z, rho, gradient, eps, inverse_mass, alpha):
+            rho = rho / _column(alpha, k) + 0.5 * eps * gradient
             z = z - eps * inverse_mass * rho
-            gradient = self._potential_gradient(z)
-            rho = rho + 0.5 * eps * gradient
+            gradient = _gradient(target, z)
+            return z, rho + 0.5 * eps * gradient, gradient
+
+        order = range(self._num_steps - 1, -1, -1)
+        z, rho = _integrate(step, order, target, *self._split(y), self._values())
         return tf.concat([z, rho], axis=-1)
 
     def _forward_log_det_jacobian(self, x):
