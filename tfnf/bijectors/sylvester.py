@@ -174,9 +174,7 @@ class Sylvester(tfp.bijectors.AutoCompositeTensorBijector):
             d_t = tf.linalg.diag_part(r_tilde)[..., m]
             # v + R_mm tanh(R~_mm v + known_a) = rhs; times R~_mm, for alpha = R~_mm v:
             # alpha + R_mm R~_mm tanh(alpha + known_a) = R~_mm rhs, monotone in alpha.
-            alpha = _solve_alpha(
-                d_t * rhs, one_plus[..., m], known_a, self._inverse_iterations
-            )
+            alpha = _solve_alpha(d_t * rhs, one_plus[..., m], known_a, self._inverse_iterations)
             safe = tf.where(tf.equal(d_t, 0.0), tf.ones_like(d_t), d_t)
             d_r = tf.linalg.diag_part(r)[..., m]
             v[m] = tf.where(
