@@ -121,6 +121,8 @@ def same_model_check(num_layers: int) -> float:
     and noise (nats); raises if it is beyond float32 round-off."""
     import tensorflow as tf
 
+    from tfnf import sampling
+
     torch = _torch_threads()
     sys.path.insert(0, str(HERE))
     from baselines import dlgm_torch
@@ -148,7 +150,7 @@ def same_model_check(num_layers: int) -> float:
     seed = tf.constant([7, 3])
     log_px_z, log_pz, log_q = model.log_weight_terms(x, seed)
     ours = -(log_px_z + log_pz - log_q).numpy()
-    eps = tf.random.stateless_normal([BATCH, 40], seed=seed, alg="philox").numpy()
+    eps = sampling.standard_normal([BATCH, 40], seed).numpy()  # the draw FlowVAE makes
     with torch.no_grad():
         other = theirs(torch.from_numpy(x), torch.from_numpy(eps)).numpy()
     gap = float(np.max(np.abs(ours - other)))
