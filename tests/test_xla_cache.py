@@ -1,6 +1,8 @@
-"""The persistent XLA cache (tfnf/_xla_cache.py): the same weights as without it, no partial entry.
+"""tfnf's XLA settings: the persistent cache (tfnf/_xla_cache.py), the same weights as without
+it and no partial entry; the small-while-loop threshold (tfnf/_xla_loops.py), each flow sweep
+one kernel and the same weights to round-off.
 
-Each case runs fresh Python processes, the only place TensorFlow reads TF_XLA_FLAGS.
+Each case runs fresh Python processes, the only place TensorFlow reads its flags.
 """
 
 import json
@@ -9,9 +11,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from tfnf import _xla_cache
+from tfnf import _xla_cache, _xla_loops
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -221,3 +224,52 @@ def test_the_check_reads_only_the_records_headers(tmp_path, monkeypatch):
         read.clear()
         assert _xla_cache.is_complete(path) is whole
         assert 0 < sum(read) < 100, sum(read)
+
+
+# -- the small-while-loop threshold ------------------------------------------------------------
+
+# Ten steps of a planar K = 4 flow, as FIT, with the weights printed in full.
+FIT_WEIGHTS = FIT.replace(
+    'print(json.dumps({"weights": hashlib.sha256(weights).hexdigest(),',
+    'print(json.dumps({"weights": [v.numpy().ravel().tolist() for v in model.trainable_variables],',
+).replace("num_layers=2", "num_layers=4")
+HOISTED = "xla_cpu_small_call"  # XLA's CPU compiler's call of a loop it made one kernel
+
+
+def test_small_loop_threshold_makes_each_sweep_one_kernel_and_keeps_the_weights(tmp_path):
+    assert FIT_WEIGHTS != FIT
+    if _xla_loops.THRESHOLD not in os.environ.get("XLA_FLAGS", "").split():
+        pytest.skip("XLA_FLAGS holds the user's own --xla_backend_extra_options")
+    trained, programs = {}, {}
+    for arm, switch in (("on", "1"), ("off", "0")):
+        dump = tmp_path / arm
+        # The suite's flags as this process's import of tfnf left them (the threshold in them):
+        # the child keeps it, or drops it when switched off.
+        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}"
+        trained[arm] = run(
+            FIT_WEIGHTS, TFNF_XLA_CACHE="0", TFNF_XLA_SMALL_LOOPS=switch, XLA_FLAGS=flags
+        )["weights"]
+        programs[arm] = "".join(p.read_text() for p in dump.glob("*after_optimizations.txt"))
+        assert programs[arm], f"{arm}: XLA compiled nothing"
+    assert programs["on"].count(HOISTED) >= 2, "the forward and backward sweeps were not hoisted"
+    assert HOISTED not in programs["off"]
+    for on, off in zip(trained["on"], trained["off"], strict=True):
+        np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-6)  # float32 round-off
+
+
+def test_small_loop_threshold_off_switch_and_the_users_own_options(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    monkeypatch.delenv("TFNF_XLA_SMALL_LOOPS", raising=False)
+    assert _xla_loops.enable()
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_backend_optimization_level=0",
+        "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1048576",
+    ]
+    assert _xla_loops.enable() and os.environ["XLA_FLAGS"].count("threshold") == 1  # once
+    monkeypatch.setenv("TFNF_XLA_SMALL_LOOPS", "0")
+    assert not _xla_loops.enable()
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0"
+    monkeypatch.delenv("TFNF_XLA_SMALL_LOOPS")
+    own = "--xla_backend_extra_options=xla_cpu_use_thunk_runtime=true"
+    monkeypatch.setenv("XLA_FLAGS", own)
+    assert not _xla_loops.enable() and os.environ["XLA_FLAGS"] == own

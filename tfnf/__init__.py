@@ -10,10 +10,11 @@ References:
 import importlib
 from typing import TYPE_CHECKING
 
-from tfnf import _xla_cache
+from tfnf import _xla_cache, _xla_loops
 
 __version__ = "0.2.0"
 
+_xla_loops.enable()  # first: the cache's store is keyed by the flags
 _xla_cache.enable()  # before TensorFlow's first compilation reads TF_XLA_FLAGS
 
 _MODULES = ("bijectors", "datasets", "diagnostics", "layers", "models", "sampling", "targets")
