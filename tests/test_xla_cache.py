@@ -273,3 +273,27 @@ def test_small_loop_threshold_off_switch_and_the_users_own_options(monkeypatch):
     own = "--xla_backend_extra_options=xla_cpu_use_thunk_runtime=true"
     monkeypatch.setenv("XLA_FLAGS", own)
     assert not _xla_loops.enable() and os.environ["XLA_FLAGS"] == own
+
+
+def test_small_loops_with_matrix_products_compile_and_match_eager_under_the_threshold():
+    # The threshold is process-wide: a user's own small loops get it too. At 16 MB XLA could
+    # not compile the K = 8, D = 16 step ("Fusion kind not implemented on CPU",
+    # benchmarks/RESULTS.md); at tfnf's 1 MB, loops of products and convolutions compile and
+    # give what the same loop gives without XLA.
+    import tensorflow as tf
+
+    assert _xla_loops.THRESHOLD in os.environ.get("XLA_FLAGS", "").split()
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.normal(size=(16, 16)) / 4, tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 8, 8)) / 8, tf.float32)
+
+    def loop(x):
+        def body(i, x):
+            y = tf.nn.conv1d(tf.tanh(tf.matmul(a, x))[None], kernel, 1, "SAME")[0]
+            return i + 1, x + 0.1 * y
+
+        return tf.while_loop(lambda i, x: i < 6, body, (0, x))[1]
+
+    x = tf.constant(rng.normal(size=(16, 8)), tf.float32)
+    compiled = tf.function(loop, jit_compile=True)(x)
+    np.testing.assert_allclose(compiled.numpy(), loop(x).numpy(), rtol=1e-5, atol=1e-5)
