@@ -525,3 +525,31 @@ def test_sylvester_names_bad_shapes_and_checks_q_when_asked():
         )
     with pytest.raises(tf.errors.InvalidArgumentError, match="orthonormal columns"):
         bijectors.Sylvester(q=2 * q, r=r, r_tilde=r, b=b, validate_args=True).forward(np.zeros(3))
+
+
+@pytest.mark.parametrize("below, layout", [(64, "columns"), (3, "rows")])
+def test_stack_runs_events_from_columns_below_as_rows(below, layout, rng, monkeypatch):
+    # A flow's own planar maps run on the batch's transpose for D < stack.COLUMNS_BELOW and on
+    # the rows from there up (the faster layout at D >= 64, benchmarks/RESULTS.md); either way
+    # the sweep gives what TFP's Chain of the maps gives.
+    monkeypatch.setattr(bijectors.stack, "COLUMNS_BELOW", below)
+    seen = []
+    sweep = bijectors.stack._reversible_sweep
+
+    def spy(step, constants, x, ldj, num_layers):
+        seen.append(tuple(x.shape))
+        return sweep(step, constants, x, ldj, num_layers)
+
+    monkeypatch.setattr(bijectors.stack, "_reversible_sweep", spy)
+    layers = elementary("planar", rng, batch=(4,))
+    x = tf.constant(rng.normal(size=(7, D)))
+    y, ldj = bijectors.Stack(layers).forward_and_log_det(x)
+    assert seen == [(D, 7) if layout == "columns" else (7, D)]
+    chain = chain_of_slices(layers, 4)
+    np.testing.assert_allclose(y.numpy(), chain.forward(fresh(x)).numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        ldj.numpy(),
+        chain.forward_log_det_jacobian(fresh(x), event_ndims=1).numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
